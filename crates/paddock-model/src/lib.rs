@@ -1,0 +1,21 @@
+//! Model providers for Paddock.
+//!
+//! Every provider turns one canonical [`ModelRequest`] into a stream of canonical
+//! [`ModelEvent`]s. Vendor JSON lives only in this crate: the agent loop in `paddock-core`
+//! never sees an OpenAI or llama.cpp type, so a deployment can switch `model` between runs
+//! without losing its history.
+
+mod canonical;
+mod error;
+pub mod openai;
+mod provider;
+mod registry;
+
+#[cfg(feature = "local")]
+pub mod local;
+pub mod pull;
+
+pub use canonical::{Item, ModelEvent, ModelRequest, ToolCall, ToolSpec, Usage};
+pub use error::ModelError;
+pub use provider::{ModelProvider, ModelStream};
+pub use registry::{ProviderConfig, ProviderKind, ProviderRegistry, RegistryError};

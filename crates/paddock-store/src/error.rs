@@ -1,0 +1,27 @@
+use thiserror::Error;
+
+/// Why a store operation did not happen.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The named thing does not exist (or belongs to someone else). The string names it.
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    /// A uniqueness or state rule refused the change; the message is for humans.
+    #[error("{0}")]
+    Conflict(String),
+    /// A count limit was reached (e.g. active runs per deployment).
+    #[error("limit reached: {0}")]
+    LimitReached(String),
+    /// The run has ended; nothing more may be recorded for it.
+    #[error("run has finished")]
+    RunFinished,
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored JSON document could not be read back.
+    #[error("corrupt stored document: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}

@@ -1,0 +1,1289 @@
+use paddock_protocol::event::payload;
+use paddock_protocol::{ErrorInfo, EventType, RunUsage, StoredEvent, run_status};
+use serde_json::{Value, json};
+use sqlx::{Row, SqliteConnection};
+
+use super::{SqliteStore, map, paging};
+use crate::store::{BalanceChange, FailOutcome, IdempotencyFingerprint, Paged};
+use crate::{
+    AccountRecord, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord,
+    MessageRecord, ModelResponse, NewEvent, PageRequest, RunFilter, RunRecord, SendMessage,
+    SendOutcome, StepContext, Store, StoreError, ThreadRecord, ThreadTarget, ToolCallRecord,
+};
+
+/// Threads with their derived status and message count.
+pub(super) const THREAD_SELECT: &str = "SELECT * FROM (SELECT t.*, \
+    COALESCE((SELECT r.status FROM runs r WHERE r.thread_id = t.id \
+      AND r.status IN ('running', 'waiting_on_human') LIMIT 1), 'idle') AS status, \
+    (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id) AS message_count \
+    FROM threads t)";
+
+const ACTIVE: &str = "('running', 'waiting_on_human')";
+
+/// How long idempotency keys are kept (spec §1.10).
+const IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn to_json(v: &impl serde::Serialize) -> Result<String, StoreError> {
+    Ok(serde_json::to_string(v)?)
+}
+
+fn credits_micros(c: f64) -> i64 {
+    (c * 1_000_000.0).round() as i64
+}
+
+/// Appends events inside the caller's transaction, allocating consecutive sequence numbers
+/// from the deployment's counter so id order is commit order.
+async fn append_tx(
+    conn: &mut SqliteConnection,
+    deployment_id: &str,
+    events: Vec<NewEvent>,
+    now: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = events.len() as i64;
+    let last: Option<i64> = sqlx::query_scalar(
+        "UPDATE deployments SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq",
+    )
+    .bind(n)
+    .bind(deployment_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let last = last.ok_or(StoreError::NotFound("deployment"))?;
+    let mut seq = last - n;
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        seq += 1;
+        let data = serde_json::to_string(&e.data)?;
+        sqlx::query(
+            "INSERT INTO events (deployment_id, seq, type, thread_id, run_id, data, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(deployment_id)
+        .bind(seq)
+        .bind(e.kind.as_str())
+        .bind(&e.thread_id)
+        .bind(&e.run_id)
+        .bind(&data)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        out.push(StoredEvent {
+            seq,
+            deployment_id: deployment_id.to_owned(),
+            kind: e.kind,
+            thread_id: e.thread_id,
+            run_id: e.run_id,
+            data,
+            created_at: now,
+        });
+    }
+    Ok(out)
+}
+
+async fn run_tx(conn: &mut SqliteConnection, run_id: &str) -> Result<RunRecord, StoreError> {
+    let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+        .bind(run_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound("run"))?;
+    map::run(&row)
+}
+
+async fn running_run_tx(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+) -> Result<RunRecord, StoreError> {
+    let run = run_tx(conn, run_id).await?;
+    if run.status != run_status::RUNNING {
+        return Err(StoreError::RunFinished);
+    }
+    Ok(run)
+}
+
+async fn touch_thread_tx(
+    conn: &mut SqliteConnection,
+    thread_id: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    if let Some(t) = thread_id {
+        sqlx::query("UPDATE threads SET last_activity_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(t)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn conversation_tx(
+    conn: &mut SqliteConnection,
+    run: &RunRecord,
+) -> Result<Vec<Value>, StoreError> {
+    let rows = match &run.thread_id {
+        Some(t) => {
+            sqlx::query("SELECT item FROM conversation_items WHERE thread_id = ? ORDER BY seq")
+                .bind(t)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        None => {
+            sqlx::query("SELECT item FROM conversation_items WHERE run_id = ? ORDER BY seq")
+                .bind(&run.id)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
+    rows.iter()
+        .map(|r| {
+            let s: String = r.try_get("item")?;
+            Ok(serde_json::from_str(&s)?)
+        })
+        .collect()
+}
+
+async fn insert_item_tx(
+    conn: &mut SqliteConnection,
+    run: &RunRecord,
+    item: &Value,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO conversation_items (deployment_id, thread_id, run_id, item, created_at) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&run.deployment_id)
+    .bind(&run.thread_id)
+    .bind(&run.id)
+    .bind(serde_json::to_string(item)?)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The model-facing name of a tool (spec §13.3: built-ins by name, MCP tools qualified).
+fn model_facing_name(tool: &str, origin: &str) -> String {
+    if origin == "builtin" {
+        tool.to_owned()
+    } else {
+        format!("{origin}__{tool}")
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn bootstrap_default_account(
+        &self,
+        account_id: &str,
+        now: i64,
+    ) -> Result<Option<AccountRecord>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&mut *tx)
+            .await?;
+        if count > 0 {
+            return Ok(None);
+        }
+        let account = AccountRecord {
+            id: account_id.to_owned(),
+            name: "default".to_owned(),
+            balance_micros: None,
+            created_at: now,
+        };
+        sqlx::query("INSERT INTO accounts (id, name, balance_micros, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&account.id)
+            .bind(&account.name)
+            .bind(account.balance_micros)
+            .bind(account.created_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(account))
+    }
+
+    async fn create_account(&self, a: &AccountRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO accounts (id, name, balance_micros, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&a.id)
+            .bind(&a.name)
+            .bind(a.balance_micros)
+            .bind(a.created_at)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("An account named {} already exists.", a.name))
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn get_account(&self, account_id: &str) -> Result<AccountRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM accounts WHERE id = ?")
+            .bind(account_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or(StoreError::NotFound("account"))?;
+        map::account(&row)
+    }
+
+    async fn get_account_by_name(&self, name: &str) -> Result<AccountRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM accounts WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or(StoreError::NotFound("account"))?;
+        map::account(&row)
+    }
+
+    async fn list_accounts(&self, page: &PageRequest) -> Result<Paged<AccountRecord>, StoreError> {
+        paging::page(&self.reader, "SELECT * FROM accounts", "1 = 1", &[], page, map::account)
+            .await
+    }
+
+    async fn update_balance(
+        &self,
+        account_id: &str,
+        change: BalanceChange,
+    ) -> Result<AccountRecord, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query("SELECT * FROM accounts WHERE id = ?")
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("account"))?;
+        let mut account = map::account(&row)?;
+        account.balance_micros = match change {
+            BalanceChange::Set(b) => b,
+            BalanceChange::Add(delta) => match account.balance_micros {
+                Some(b) => Some(b.saturating_add(delta)),
+                None => {
+                    return Err(StoreError::Conflict(
+                        "The account's balance is unlimited (null); set a balance first."
+                            .to_owned(),
+                    ));
+                }
+            },
+        };
+        sqlx::query("UPDATE accounts SET balance_micros = ? WHERE id = ?")
+            .bind(account.balance_micros)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(account)
+    }
+
+    async fn create_key(&self, k: &KeyRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, name, prefix, hash, scopes, created_at, \
+             last_used_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&k.id)
+        .bind(&k.account_id)
+        .bind(&k.name)
+        .bind(&k.prefix)
+        .bind(&k.hash)
+        .bind(to_json(&k.scopes)?)
+        .bind(k.created_at)
+        .bind(k.last_used_at)
+        .bind(k.expires_at)
+        .bind(k.revoked_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(map::key).transpose()
+    }
+
+    async fn get_key(&self, key_id: &str) -> Result<KeyRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+            .bind(key_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or(StoreError::NotFound("key"))?;
+        map::key(&row)
+    }
+
+    async fn list_keys(
+        &self,
+        account_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Paged<KeyRecord>, StoreError> {
+        match account_id {
+            Some(a) => {
+                paging::page(
+                    &self.reader,
+                    "SELECT * FROM api_keys",
+                    "account_id = ?",
+                    &[a],
+                    page,
+                    map::key,
+                )
+                .await
+            }
+            None => {
+                paging::page(&self.reader, "SELECT * FROM api_keys", "1 = 1", &[], page, map::key)
+                    .await
+            }
+        }
+    }
+
+    async fn revoke_key(&self, key_id: &str, now: i64) -> Result<KeyRecord, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+            .bind(key_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("key"))?;
+        let mut key = map::key(&row)?;
+        if key.revoked_at.is_some() {
+            return Ok(key);
+        }
+        let active = key.expires_at.is_none_or(|e| e > now);
+        if active && key.scopes.iter().any(|s| s == "admin") {
+            let others: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM api_keys WHERE id != ? AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > ?) \
+                 AND EXISTS (SELECT 1 FROM json_each(api_keys.scopes) WHERE value = 'admin')",
+            )
+            .bind(key_id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            if others == 0 {
+                return Err(StoreError::Conflict(
+                    "This is the last active admin key on the server; create another admin key first."
+                        .to_owned(),
+                ));
+            }
+        }
+        sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        key.revoked_at = Some(now);
+        Ok(key)
+    }
+
+    async fn touch_key(&self, key_id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(key_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_deployment(&self, d: &DeploymentRecord) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO deployments (id, account_id, customer_id, name, runtime, status, error, \
+             default_thread_id, config, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.id)
+        .bind(&d.account_id)
+        .bind(&d.customer_id)
+        .bind(&d.name)
+        .bind(&d.runtime)
+        .bind(&d.status)
+        .bind(d.error.as_ref().map(to_json).transpose()?)
+        .bind(&d.default_thread_id)
+        .bind(to_json(&d.config)?)
+        .bind(d.created_at)
+        .bind(d.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO threads (id, deployment_id, title, is_default, created_at, last_activity_at) \
+             VALUES (?, ?, 'Default', 1, ?, ?)",
+        )
+        .bind(&d.default_thread_id)
+        .bind(&d.id)
+        .bind(d.created_at)
+        .bind(d.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_deployment(
+        &self,
+        account_id: &str,
+        deployment_id: &str,
+    ) -> Result<DeploymentRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM deployments WHERE id = ? AND account_id = ?")
+            .bind(deployment_id)
+            .bind(account_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or(StoreError::NotFound("deployment"))?;
+        map::deployment(&row)
+    }
+
+    async fn list_deployments(
+        &self,
+        account_id: &str,
+        filter: &DeploymentFilter,
+        page: &PageRequest,
+    ) -> Result<Paged<DeploymentRecord>, StoreError> {
+        let mut scope = String::from("account_id = ?");
+        let mut binds = vec![account_id];
+        if let Some(c) = &filter.customer_id {
+            scope.push_str(" AND customer_id = ?");
+            binds.push(c);
+        }
+        if let Some(s) = &filter.status {
+            scope.push_str(" AND status = ?");
+            binds.push(s);
+        }
+        paging::page(
+            &self.reader,
+            "SELECT * FROM deployments",
+            &scope,
+            &binds,
+            page,
+            map::deployment,
+        )
+        .await
+    }
+
+    async fn update_deployment(&self, d: &DeploymentRecord) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE deployments SET name = ?, status = ?, error = ?, config = ?, updated_at = ? \
+             WHERE id = ? AND account_id = ?",
+        )
+        .bind(&d.name)
+        .bind(&d.status)
+        .bind(d.error.as_ref().map(to_json).transpose()?)
+        .bind(to_json(&d.config)?)
+        .bind(d.updated_at)
+        .bind(&d.id)
+        .bind(&d.account_id)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("deployment"));
+        }
+        Ok(())
+    }
+
+    async fn provisioning_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM deployments WHERE status = 'provisioning'")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(map::deployment).collect()
+    }
+
+    async fn delete_deployment(
+        &self,
+        account_id: &str,
+        deployment_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let active: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT id FROM runs WHERE deployment_id = ? AND status IN {ACTIVE}"
+        ))
+        .bind(deployment_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM deployments WHERE id = ? AND account_id = ?")
+            .bind(deployment_id)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("deployment"));
+        }
+        tx.commit().await?;
+        Ok(active)
+    }
+
+    async fn create_thread(
+        &self,
+        deployment_id: &str,
+        thread_id: &str,
+        title: Option<&str>,
+        now: i64,
+    ) -> Result<ThreadRecord, StoreError> {
+        sqlx::query(
+            "INSERT INTO threads (id, deployment_id, title, is_default, created_at, last_activity_at) \
+             VALUES (?, ?, ?, 0, ?, ?)",
+        )
+        .bind(thread_id)
+        .bind(deployment_id)
+        .bind(title)
+        .bind(now)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(ThreadRecord {
+            id: thread_id.to_owned(),
+            deployment_id: deployment_id.to_owned(),
+            title: title.map(str::to_owned),
+            is_default: false,
+            automation_id: None,
+            status: "idle".to_owned(),
+            message_count: 0,
+            created_at: now,
+            last_activity_at: now,
+        })
+    }
+
+    async fn get_thread(
+        &self,
+        deployment_id: &str,
+        thread_id: &str,
+    ) -> Result<ThreadRecord, StoreError> {
+        let row = sqlx::query(&format!("{THREAD_SELECT} WHERE id = ? AND deployment_id = ?"))
+            .bind(thread_id)
+            .bind(deployment_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or(StoreError::NotFound("thread"))?;
+        map::thread(&row)
+    }
+
+    async fn list_threads(
+        &self,
+        deployment_id: &str,
+        page: &PageRequest,
+    ) -> Result<Paged<ThreadRecord>, StoreError> {
+        paging::page(
+            &self.reader,
+            THREAD_SELECT,
+            "deployment_id = ?",
+            &[deployment_id],
+            page,
+            map::thread,
+        )
+        .await
+    }
+
+    async fn set_thread_title(
+        &self,
+        deployment_id: &str,
+        thread_id: &str,
+        title: Option<&str>,
+    ) -> Result<ThreadRecord, StoreError> {
+        let done = sqlx::query("UPDATE threads SET title = ? WHERE id = ? AND deployment_id = ?")
+            .bind(title)
+            .bind(thread_id)
+            .bind(deployment_id)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("thread"));
+        }
+        self.get_thread(deployment_id, thread_id).await
+    }
+
+    async fn delete_thread(&self, deployment_id: &str, thread_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query(&format!("{THREAD_SELECT} WHERE id = ? AND deployment_id = ?"))
+            .bind(thread_id)
+            .bind(deployment_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("thread"))?;
+        let thread = map::thread(&row)?;
+        if thread.is_default {
+            return Err(StoreError::Conflict(
+                "The default thread cannot be deleted.".to_owned(),
+            ));
+        }
+        if thread.status != "idle" {
+            return Err(StoreError::Conflict(format!(
+                "Thread {thread_id} has an active run; cancel it first."
+            )));
+        }
+        sqlx::query("DELETE FROM threads WHERE id = ?")
+            .bind(thread_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn thread_messages(
+        &self,
+        thread_id: &str,
+        limit: u32,
+        before: Option<&str>,
+    ) -> Result<(Vec<MessageRecord>, bool), StoreError> {
+        let upper: i64 = match before {
+            Some(m) => sqlx::query_scalar("SELECT seq FROM messages WHERE id = ? AND thread_id = ?")
+                .bind(m)
+                .bind(thread_id)
+                .fetch_optional(&self.reader)
+                .await?
+                .ok_or(StoreError::NotFound("message"))?,
+            None => i64::MAX,
+        };
+        let rows = sqlx::query(
+            "SELECT * FROM messages WHERE thread_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(thread_id)
+        .bind(upper)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.reader)
+        .await?;
+        let more = rows.len() > limit as usize;
+        let mut out = rows
+            .iter()
+            .take(limit as usize)
+            .map(map::message)
+            .collect::<Result<Vec<_>, _>>()?;
+        out.reverse();
+        Ok((out, more))
+    }
+
+    async fn send_message(&self, s: SendMessage) -> Result<SendOutcome, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query("SELECT * FROM deployments WHERE id = ?")
+            .bind(&s.deployment_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("deployment"))?;
+        let deployment = map::deployment(&row)?;
+        let thread_id = match &s.target {
+            ThreadTarget::Default => deployment.default_thread_id.clone(),
+            ThreadTarget::Id(t) => {
+                let exists: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM threads WHERE id = ? AND deployment_id = ?")
+                        .bind(t)
+                        .bind(&s.deployment_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound("thread"));
+                }
+                t.clone()
+            }
+            ThreadTarget::New => {
+                sqlx::query(
+                    "INSERT INTO threads (id, deployment_id, title, is_default, created_at, \
+                     last_activity_at) VALUES (?, ?, NULL, 0, ?, ?)",
+                )
+                .bind(&s.new_thread_id)
+                .bind(&s.deployment_id)
+                .bind(s.now)
+                .bind(s.now)
+                .execute(&mut *tx)
+                .await?;
+                s.new_thread_id.clone()
+            }
+        };
+        let active = sqlx::query(&format!(
+            "SELECT * FROM runs WHERE thread_id = ? AND status IN {ACTIVE}"
+        ))
+        .bind(&thread_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (run, started) = match active {
+            Some(r) => (map::run(&r)?, false),
+            None => {
+                let running: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM runs WHERE deployment_id = ? AND status = 'running'",
+                )
+                .bind(&s.deployment_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if running >= i64::from(s.max_active_runs) {
+                    return Err(StoreError::LimitReached(format!(
+                        "Deployment {} already has {running} active runs.",
+                        s.deployment_id
+                    )));
+                }
+                let run = RunRecord {
+                    id: s.new_run_id.clone(),
+                    deployment_id: s.deployment_id.clone(),
+                    thread_id: Some(thread_id.clone()),
+                    status: run_status::RUNNING.to_owned(),
+                    trigger: "message".to_owned(),
+                    automation_id: None,
+                    model: deployment.config.model.clone(),
+                    config: deployment.config.clone(),
+                    steering_request: None,
+                    error: None,
+                    warnings: Vec::new(),
+                    usage: RunUsage::default(),
+                    step: 0,
+                    created_at: s.now,
+                    updated_at: s.now,
+                    finished_at: None,
+                };
+                sqlx::query(
+                    "INSERT INTO runs (id, deployment_id, thread_id, status, trigger, model, config, \
+                     created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&run.id)
+                .bind(&run.deployment_id)
+                .bind(&run.thread_id)
+                .bind(&run.status)
+                .bind(&run.trigger)
+                .bind(&run.model)
+                .bind(to_json(&run.config)?)
+                .bind(run.created_at)
+                .bind(run.updated_at)
+                .execute(&mut *tx)
+                .await?;
+                (run, true)
+            }
+        };
+        sqlx::query(
+            "INSERT INTO messages (id, deployment_id, thread_id, role, content, run_id, attachments, \
+             consumed, created_at) VALUES (?, ?, ?, 'user', ?, ?, ?, 0, ?)",
+        )
+        .bind(&s.message_id)
+        .bind(&s.deployment_id)
+        .bind(&thread_id)
+        .bind(&s.content)
+        .bind(&run.id)
+        .bind(to_json(&s.attachments)?)
+        .bind(s.now)
+        .execute(&mut *tx)
+        .await?;
+        touch_thread_tx(&mut tx, Some(&thread_id), s.now).await?;
+        let mut events = vec![NewEvent {
+            kind: EventType::Message,
+            thread_id: Some(thread_id.clone()),
+            run_id: Some(run.id.clone()),
+            data: json!({
+                "message_id": s.message_id, "thread_id": thread_id, "run_id": run.id,
+                "role": "user", "content": s.content, "attachments": s.attachments,
+            }),
+        }];
+        if started {
+            events.push(NewEvent {
+                kind: EventType::RunStatus,
+                thread_id: Some(thread_id.clone()),
+                run_id: Some(run.id.clone()),
+                data: payload::run_status(
+                    &run.id,
+                    Some(&thread_id),
+                    run_status::RUNNING,
+                    &run.trigger,
+                    None,
+                    Some("started"),
+                    None,
+                    None,
+                ),
+            });
+        }
+        let events = append_tx(&mut tx, &s.deployment_id, events, s.now).await?;
+        tx.commit().await?;
+        Ok(SendOutcome {
+            run,
+            thread_id,
+            message_id: s.message_id,
+            started_run: started,
+            events,
+        })
+    }
+
+    async fn get_run(&self, deployment_id: &str, run_id: &str) -> Result<RunRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = ? AND deployment_id = ?")
+            .bind(run_id)
+            .bind(deployment_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or(StoreError::NotFound("run"))?;
+        map::run(&row)
+    }
+
+    async fn list_runs(
+        &self,
+        deployment_id: &str,
+        filter: &RunFilter,
+        page: &PageRequest,
+    ) -> Result<Paged<RunRecord>, StoreError> {
+        let mut scope = String::from("deployment_id = ?");
+        let mut binds = vec![deployment_id];
+        for (col, val) in [
+            ("thread_id", &filter.thread_id),
+            ("status", &filter.status),
+            ("automation_id", &filter.automation_id),
+            ("trigger", &filter.trigger),
+        ] {
+            if let Some(v) = val {
+                scope.push_str(&format!(" AND {col} = ?"));
+                binds.push(v);
+            }
+        }
+        paging::page(&self.reader, "SELECT * FROM runs", &scope, &binds, page, map::run).await
+    }
+
+    async fn running_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM runs WHERE status = 'running' ORDER BY seq")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(map::run).collect()
+    }
+
+    async fn begin_step(&self, run_id: &str, now: i64) -> Result<StepContext, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut run = running_run_tx(&mut tx, run_id).await?;
+        let pending = sqlx::query(
+            "SELECT id, content FROM messages WHERE run_id = ? AND consumed = 0 ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for p in &pending {
+            let id: String = p.try_get("id")?;
+            let content: String = p.try_get("content")?;
+            insert_item_tx(&mut tx, &run, &json!({"type": "user", "content": content}), now)
+                .await?;
+            sqlx::query("UPDATE messages SET consumed = 1 WHERE id = ?")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        run.step += 1;
+        sqlx::query("UPDATE runs SET step = ?, updated_at = ? WHERE id = ?")
+            .bind(run.step)
+            .bind(now)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        let items = conversation_tx(&mut tx, &run).await?;
+        tx.commit().await?;
+        Ok(StepContext {
+            run,
+            items,
+            unfinished_calls: Vec::new(),
+        })
+    }
+
+    async fn step_context(&self, run_id: &str) -> Result<StepContext, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        let run = run_tx(&mut conn, run_id).await?;
+        let items = conversation_tx(&mut conn, &run).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM tool_calls WHERE run_id = ? AND state != 'done' ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let unfinished_calls = rows.iter().map(map::tool_call).collect::<Result<_, _>>()?;
+        Ok(StepContext {
+            run,
+            items,
+            unfinished_calls,
+        })
+    }
+
+    async fn record_model_response(
+        &self,
+        r: ModelResponse,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let run = running_run_tx(&mut tx, &r.run_id).await?;
+        insert_item_tx(&mut tx, &run, &r.item, r.now).await?;
+        if let (Some((message_id, content)), Some(thread_id)) = (&r.agent_message, &run.thread_id)
+        {
+            sqlx::query(
+                "INSERT INTO messages (id, deployment_id, thread_id, role, content, run_id, \
+                 consumed, created_at) VALUES (?, ?, ?, 'agent', ?, ?, 1, ?)",
+            )
+            .bind(message_id)
+            .bind(&run.deployment_id)
+            .bind(thread_id)
+            .bind(content)
+            .bind(&run.id)
+            .bind(r.now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for c in &r.tool_calls {
+            sqlx::query(
+                "INSERT INTO tool_calls (id, run_id, deployment_id, step, tool, origin, arguments, \
+                 state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+            )
+            .bind(&c.id)
+            .bind(&run.id)
+            .bind(&run.deployment_id)
+            .bind(r.step)
+            .bind(&c.tool)
+            .bind(&c.origin)
+            .bind(to_json(&c.arguments)?)
+            .bind(r.now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE runs SET input_tokens = ?, output_tokens = ?, credits_micros = ?, updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(r.usage.input_tokens as i64)
+        .bind(r.usage.output_tokens as i64)
+        .bind(credits_micros(r.usage.credits))
+        .bind(r.now)
+        .bind(&run.id)
+        .execute(&mut *tx)
+        .await?;
+        touch_thread_tx(&mut tx, run.thread_id.as_deref(), r.now).await?;
+        let events = append_tx(&mut tx, &run.deployment_id, r.events, r.now).await?;
+        tx.commit().await?;
+        Ok(events)
+    }
+
+    async fn start_tool_call(&self, run_id: &str, call_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        running_run_tx(&mut tx, run_id).await?;
+        sqlx::query("UPDATE tool_calls SET state = 'started' WHERE id = ? AND run_id = ?")
+            .bind(call_id)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_tool_call(
+        &self,
+        run_id: &str,
+        call_id: &str,
+        result: &Value,
+        is_error: bool,
+        item: Value,
+        events: Vec<NewEvent>,
+        now: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let run = running_run_tx(&mut tx, run_id).await?;
+        sqlx::query(
+            "UPDATE tool_calls SET state = 'done', result = ?, is_error = ? WHERE id = ? AND run_id = ?",
+        )
+        .bind(to_json(result)?)
+        .bind(i64::from(is_error))
+        .bind(call_id)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        insert_item_tx(&mut tx, &run, &item, now).await?;
+        let events = append_tx(&mut tx, &run.deployment_id, events, now).await?;
+        tx.commit().await?;
+        Ok(events)
+    }
+
+    async fn append_run_events(
+        &self,
+        run_id: &str,
+        events: Vec<NewEvent>,
+        now: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let run = running_run_tx(&mut tx, run_id).await?;
+        let events = append_tx(&mut tx, &run.deployment_id, events, now).await?;
+        tx.commit().await?;
+        Ok(events)
+    }
+
+    async fn complete_run(
+        &self,
+        run_id: &str,
+        usage: RunUsage,
+        now: i64,
+    ) -> Result<Option<Vec<StoredEvent>>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let run = running_run_tx(&mut tx, run_id).await?;
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE run_id = ? AND consumed = 0")
+                .bind(run_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if pending > 0 {
+            return Ok(None);
+        }
+        sqlx::query(
+            "UPDATE runs SET status = 'completed', input_tokens = ?, output_tokens = ?, \
+             credits_micros = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+        )
+        .bind(usage.input_tokens as i64)
+        .bind(usage.output_tokens as i64)
+        .bind(credits_micros(usage.credits))
+        .bind(now)
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        touch_thread_tx(&mut tx, run.thread_id.as_deref(), now).await?;
+        let event = NewEvent {
+            kind: EventType::RunStatus,
+            thread_id: run.thread_id.clone(),
+            run_id: Some(run.id.clone()),
+            data: payload::run_status(
+                &run.id,
+                run.thread_id.as_deref(),
+                run_status::COMPLETED,
+                &run.trigger,
+                run.automation_id.as_deref(),
+                None,
+                None,
+                Some(&usage),
+            ),
+        };
+        let events = append_tx(&mut tx, &run.deployment_id, vec![event], now).await?;
+        tx.commit().await?;
+        Ok(Some(events))
+    }
+
+    async fn fail_run(
+        &self,
+        run_id: &str,
+        error: ErrorInfo,
+        unfinished_result: Value,
+        now: i64,
+    ) -> Result<FailOutcome, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut run = run_tx(&mut tx, run_id).await?;
+        if run.status == run_status::COMPLETED || run.status == run_status::ERROR {
+            return Ok(FailOutcome::AlreadyEnded(run));
+        }
+        let rows = sqlx::query(
+            "SELECT * FROM tool_calls WHERE run_id = ? AND state != 'done' ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut events = Vec::new();
+        for row in &rows {
+            let call = map::tool_call(row)?;
+            sqlx::query("UPDATE tool_calls SET state = 'done', result = ?, is_error = 1 WHERE id = ?")
+                .bind(to_json(&unfinished_result)?)
+                .bind(&call.id)
+                .execute(&mut *tx)
+                .await?;
+            let item = json!({
+                "type": "tool_result", "call_id": call.id,
+                "name": model_facing_name(&call.tool, &call.origin),
+                "content": unfinished_result.to_string(), "is_error": true,
+            });
+            insert_item_tx(&mut tx, &run, &item, now).await?;
+            events.push(NewEvent {
+                kind: EventType::ToolResult,
+                thread_id: run.thread_id.clone(),
+                run_id: Some(run.id.clone()),
+                data: payload::tool_result(
+                    &run.id,
+                    run.thread_id.as_deref(),
+                    call.step,
+                    &call.id,
+                    &call.tool,
+                    &call.origin,
+                    &unfinished_result,
+                    true,
+                    false,
+                    None,
+                ),
+            });
+        }
+        // Input the model never saw stays in the history but no longer waits for this run.
+        sqlx::query("UPDATE messages SET consumed = 1 WHERE run_id = ? AND consumed = 0")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE runs SET status = 'error', error = ?, steering_request = NULL, updated_at = ?, \
+             finished_at = ? WHERE id = ?",
+        )
+        .bind(to_json(&error)?)
+        .bind(now)
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        touch_thread_tx(&mut tx, run.thread_id.as_deref(), now).await?;
+        events.push(NewEvent {
+            kind: EventType::RunStatus,
+            thread_id: run.thread_id.clone(),
+            run_id: Some(run.id.clone()),
+            data: payload::run_status(
+                &run.id,
+                run.thread_id.as_deref(),
+                run_status::ERROR,
+                &run.trigger,
+                run.automation_id.as_deref(),
+                None,
+                Some(&error),
+                Some(&run.usage),
+            ),
+        });
+        let events = append_tx(&mut tx, &run.deployment_id, events, now).await?;
+        tx.commit().await?;
+        run.status = run_status::ERROR.to_owned();
+        run.error = Some(error);
+        run.steering_request = None;
+        run.updated_at = now;
+        run.finished_at = Some(now);
+        Ok(FailOutcome::Ended(run, events))
+    }
+
+    async fn tool_calls(&self, run_id: &str) -> Result<Vec<ToolCallRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM tool_calls WHERE run_id = ? ORDER BY seq")
+            .bind(run_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(map::tool_call).collect()
+    }
+
+    async fn append_events(
+        &self,
+        deployment_id: &str,
+        events: Vec<NewEvent>,
+        now: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let out = append_tx(&mut tx, deployment_id, events, now).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn events_after(
+        &self,
+        deployment_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE deployment_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(deployment_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(map::event).collect()
+    }
+
+    async fn event_bounds(&self, deployment_id: &str) -> Result<(Option<i64>, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT MIN(seq) FROM events WHERE deployment_id = d.id) AS oldest, \
+             d.event_seq AS last FROM deployments d WHERE d.id = ?",
+        )
+        .bind(deployment_id)
+        .fetch_optional(&self.reader)
+        .await?
+        .ok_or(StoreError::NotFound("deployment"))?;
+        Ok((row.try_get("oldest")?, row.try_get("last")?))
+    }
+
+    async fn prune_events(&self, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM events WHERE created_at < ?")
+            .bind(before)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn idempotency_begin(
+        &self,
+        account_id: &str,
+        key: &str,
+        f: &IdempotencyFingerprint,
+        now: i64,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE account_id = ? AND key = ? AND created_at <= ?")
+            .bind(account_id)
+            .bind(key)
+            .bind(now - IDEMPOTENCY_TTL_SECS)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT * FROM idempotency_keys WHERE account_id = ? AND key = ?")
+            .bind(account_id)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = match row {
+            None => {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (account_id, key, method, path, body_hash, \
+                     created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(account_id)
+                .bind(key)
+                .bind(&f.method)
+                .bind(&f.path)
+                .bind(&f.body_hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                IdempotencyBegin::Fresh
+            }
+            Some(row) => {
+                let same = row.try_get::<String, _>("method")? == f.method
+                    && row.try_get::<String, _>("path")? == f.path
+                    && row.try_get::<String, _>("body_hash")? == f.body_hash;
+                let status: Option<i64> = row.try_get("status")?;
+                match (same, status) {
+                    (true, Some(status)) => IdempotencyBegin::Replay {
+                        status: u16::try_from(status).unwrap_or(500),
+                        body: row.try_get::<Option<Vec<u8>>, _>("body")?.unwrap_or_default(),
+                    },
+                    _ => IdempotencyBegin::Conflict,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn idempotency_finish(
+        &self,
+        account_id: &str,
+        key: &str,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE idempotency_keys SET status = ?, body = ? WHERE account_id = ? AND key = ?")
+            .bind(i64::from(status))
+            .bind(body)
+            .bind(account_id)
+            .bind(key)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn idempotency_abort(&self, account_id: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE account_id = ? AND key = ?")
+            .bind(account_id)
+            .bind(key)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn prune_idempotency(&self, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(before)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+}

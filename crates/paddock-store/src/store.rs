@@ -1,0 +1,247 @@
+//! The storage interface every other crate programs against.
+
+use paddock_protocol::{ErrorInfo, RunUsage, StoredEvent};
+use serde_json::Value;
+
+use crate::{
+    AccountRecord, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord,
+    MessageRecord, ModelResponse, NewEvent, PageRequest, RunFilter, RunRecord, SendMessage,
+    SendOutcome, StepContext, StoreError, ThreadRecord, ToolCallRecord,
+};
+
+/// A page of records plus the cursor of the next page.
+pub type Paged<T> = (Vec<T>, Option<String>);
+
+/// Paddock's persistence. Every method is one atomic operation; methods that change state
+/// also append the events that report the change in the same transaction, and return them as
+/// stored (with their sequence numbers) so the caller can publish them to live subscribers.
+///
+/// Lookups scoped by account return `NotFound` for another account's rows, exactly as for
+/// missing ones.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- accounts and keys ----
+
+    /// On an empty database, creates the `default` account and returns it; otherwise `None`.
+    async fn bootstrap_default_account(
+        &self,
+        account_id: &str,
+        now: i64,
+    ) -> Result<Option<AccountRecord>, StoreError>;
+    async fn create_account(&self, account: &AccountRecord) -> Result<(), StoreError>;
+    async fn get_account(&self, account_id: &str) -> Result<AccountRecord, StoreError>;
+    async fn get_account_by_name(&self, name: &str) -> Result<AccountRecord, StoreError>;
+    async fn list_accounts(&self, page: &PageRequest) -> Result<Paged<AccountRecord>, StoreError>;
+    /// Adds `delta` micro-credits, or sets the balance when `set` is `Some`.
+    async fn update_balance(
+        &self,
+        account_id: &str,
+        change: BalanceChange,
+    ) -> Result<AccountRecord, StoreError>;
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRecord>, StoreError>;
+    async fn get_key(&self, key_id: &str) -> Result<KeyRecord, StoreError>;
+    async fn list_keys(
+        &self,
+        account_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Paged<KeyRecord>, StoreError>;
+    /// Revokes a key; refuses to revoke the server's last active admin key.
+    async fn revoke_key(&self, key_id: &str, now: i64) -> Result<KeyRecord, StoreError>;
+    async fn touch_key(&self, key_id: &str, now: i64) -> Result<(), StoreError>;
+
+    // ---- deployments ----
+
+    /// Stores a deployment and its default thread (titled `Default`).
+    async fn create_deployment(&self, deployment: &DeploymentRecord) -> Result<(), StoreError>;
+    async fn get_deployment(
+        &self,
+        account_id: &str,
+        deployment_id: &str,
+    ) -> Result<DeploymentRecord, StoreError>;
+    async fn list_deployments(
+        &self,
+        account_id: &str,
+        filter: &DeploymentFilter,
+        page: &PageRequest,
+    ) -> Result<Paged<DeploymentRecord>, StoreError>;
+    /// Replaces the mutable fields (name, config, status, error, updated_at).
+    async fn update_deployment(&self, deployment: &DeploymentRecord) -> Result<(), StoreError>;
+    /// Deployments in `provisioning`, for finishing provisioning after a restart.
+    async fn provisioning_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError>;
+    /// Deletes a deployment and everything under it. Returns the runs that were active.
+    async fn delete_deployment(
+        &self,
+        account_id: &str,
+        deployment_id: &str,
+    ) -> Result<Vec<String>, StoreError>;
+
+    // ---- threads and messages ----
+
+    async fn create_thread(
+        &self,
+        deployment_id: &str,
+        thread_id: &str,
+        title: Option<&str>,
+        now: i64,
+    ) -> Result<ThreadRecord, StoreError>;
+    async fn get_thread(
+        &self,
+        deployment_id: &str,
+        thread_id: &str,
+    ) -> Result<ThreadRecord, StoreError>;
+    async fn list_threads(
+        &self,
+        deployment_id: &str,
+        page: &PageRequest,
+    ) -> Result<Paged<ThreadRecord>, StoreError>;
+    async fn set_thread_title(
+        &self,
+        deployment_id: &str,
+        thread_id: &str,
+        title: Option<&str>,
+    ) -> Result<ThreadRecord, StoreError>;
+    /// Deletes a thread; refuses the default thread and a thread with an active run.
+    async fn delete_thread(&self, deployment_id: &str, thread_id: &str) -> Result<(), StoreError>;
+    /// The newest `limit` messages older than `before` (a message id), oldest first, and
+    /// whether older ones exist.
+    async fn thread_messages(
+        &self,
+        thread_id: &str,
+        limit: u32,
+        before: Option<&str>,
+    ) -> Result<(Vec<MessageRecord>, bool), StoreError>;
+    /// Accepts a message (spec §4.2): stores it and either joins the thread's active run or
+    /// starts a new one, with its `message` and `run_status` events.
+    async fn send_message(&self, send: SendMessage) -> Result<SendOutcome, StoreError>;
+
+    // ---- runs ----
+
+    async fn get_run(&self, deployment_id: &str, run_id: &str) -> Result<RunRecord, StoreError>;
+    async fn list_runs(
+        &self,
+        deployment_id: &str,
+        filter: &RunFilter,
+        page: &PageRequest,
+    ) -> Result<Paged<RunRecord>, StoreError>;
+    /// Runs in `running`, oldest first: the work to resume after a restart.
+    async fn running_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    /// Begins a model call: moves the run's queued input into the conversation, counts the
+    /// step, and returns what the model should see. `RunFinished` if the run has ended.
+    async fn begin_step(&self, run_id: &str, now: i64) -> Result<StepContext, StoreError>;
+    /// The run's context without changing anything (resume).
+    async fn step_context(&self, run_id: &str) -> Result<StepContext, StoreError>;
+    /// Records a model response and its tool calls (as pending) with its events.
+    async fn record_model_response(
+        &self,
+        response: ModelResponse,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Marks a tool call as started. `RunFinished` if the run has ended (so it must not run).
+    async fn start_tool_call(&self, run_id: &str, call_id: &str) -> Result<(), StoreError>;
+    /// Records a tool call's result, its conversation item and its events.
+    async fn finish_tool_call(
+        &self,
+        run_id: &str,
+        call_id: &str,
+        result: &Value,
+        is_error: bool,
+        item: Value,
+        events: Vec<NewEvent>,
+        now: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Appends events of a running run; `RunFinished` if it has ended.
+    async fn append_run_events(
+        &self,
+        run_id: &str,
+        events: Vec<NewEvent>,
+        now: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Completes a run unless it holds input the model has not seen; `Ok(None)` then.
+    async fn complete_run(
+        &self,
+        run_id: &str,
+        usage: RunUsage,
+        now: i64,
+    ) -> Result<Option<Vec<StoredEvent>>, StoreError>;
+    /// Ends a run in `error` (unless it already ended), resolving unfinished tool calls with
+    /// `result` and emitting their `tool_result` events, then the terminal `run_status`.
+    async fn fail_run(
+        &self,
+        run_id: &str,
+        error: ErrorInfo,
+        unfinished_result: Value,
+        now: i64,
+    ) -> Result<FailOutcome, StoreError>;
+    async fn tool_calls(&self, run_id: &str) -> Result<Vec<ToolCallRecord>, StoreError>;
+
+    // ---- events ----
+
+    /// Appends events not tied to a run's lifecycle (or tied to a run that may have ended).
+    async fn append_events(
+        &self,
+        deployment_id: &str,
+        events: Vec<NewEvent>,
+        now: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Retained events with a sequence number above `after`, oldest first, at most `limit`.
+    async fn events_after(
+        &self,
+        deployment_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The oldest retained sequence number (if any) and the last one handed out.
+    async fn event_bounds(&self, deployment_id: &str) -> Result<(Option<i64>, i64), StoreError>;
+    /// Drops events created before `before`; returns how many.
+    async fn prune_events(&self, before: i64) -> Result<u64, StoreError>;
+
+    // ---- idempotency ----
+
+    async fn idempotency_begin(
+        &self,
+        account_id: &str,
+        key: &str,
+        fingerprint: &IdempotencyFingerprint,
+        now: i64,
+    ) -> Result<IdempotencyBegin, StoreError>;
+    async fn idempotency_finish(
+        &self,
+        account_id: &str,
+        key: &str,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), StoreError>;
+    async fn idempotency_abort(&self, account_id: &str, key: &str) -> Result<(), StoreError>;
+    async fn prune_idempotency(&self, before: i64) -> Result<u64, StoreError>;
+
+    // ---- health ----
+
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// How to change an account's balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceChange {
+    /// Add micro-credits (may be negative); refused on an unlimited account.
+    Add(i64),
+    /// Set the balance; `None` makes it unlimited.
+    Set(Option<i64>),
+}
+
+/// The method, path and canonical body hash an idempotency key was first used with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyFingerprint {
+    pub method: String,
+    pub path: String,
+    pub body_hash: String,
+}
+
+/// The result of failing (or cancelling) a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FailOutcome {
+    /// The run ended now; these events were appended.
+    Ended(RunRecord, Vec<StoredEvent>),
+    /// The run had already ended.
+    AlreadyEnded(RunRecord),
+}
