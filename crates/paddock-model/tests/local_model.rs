@@ -88,7 +88,8 @@ async fn collect(provider: &LocalProvider, request: ModelRequest) -> Vec<ModelEv
         events.push(event.expect("no error mid-stream"));
     }
     let elapsed = started.elapsed();
-    if let Some(ModelEvent::Usage(usage)) = events.iter().find(|e| matches!(e, ModelEvent::Usage(_)))
+    if let Some(ModelEvent::Usage(usage)) =
+        events.iter().find(|e| matches!(e, ModelEvent::Usage(_)))
     {
         eprintln!(
             "local generation: {} prompt + {} generated tokens in {:.2?}",
@@ -144,7 +145,10 @@ async fn plain_chat_streams_text() {
     let Some(ModelEvent::Usage(usage)) = events.iter().rev().nth(1) else {
         unreachable!()
     };
-    assert!(usage.output_tokens > 0 && usage.output_tokens <= 64, "{usage:?}");
+    assert!(
+        usage.output_tokens > 0 && usage.output_tokens <= 64,
+        "{usage:?}"
+    );
 }
 
 #[tokio::test]
@@ -204,7 +208,11 @@ async fn conversation_with_tool_result_continues() {
             is_error: false,
         },
     ];
-    let events = collect(provider, request("You are a helpful assistant.", items, tools())).await;
+    let events = collect(
+        provider,
+        request("You are a helpful assistant.", items, tools()),
+    )
+    .await;
     eprintln!("after tool result: {events:?}");
     assert!(events.len() > 2);
     assert_ends_well(&events);
@@ -238,13 +246,20 @@ async fn a_prompt_that_cannot_fit_is_an_error() {
     let Some(provider) = provider() else { return };
     let huge = "word ".repeat(6000);
     let err = match provider
-        .stream(request("You are a helpful assistant.", vec![user(&huge)], vec![]))
+        .stream(request(
+            "You are a helpful assistant.",
+            vec![user(&huge)],
+            vec![],
+        ))
         .await
     {
         Ok(_) => panic!("a prompt larger than the context must be refused"),
         Err(e) => e,
     };
-    assert!(matches!(err, ModelError::Local(ref m) if m.contains("too long")), "{err}");
+    assert!(
+        matches!(err, ModelError::Local(ref m) if m.contains("too long")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -257,14 +272,22 @@ async fn dropping_the_stream_stops_generation() {
     );
     req.max_output_tokens = Some(4000);
     let mut stream = provider.stream(req).await.expect("stream starts");
-    let first = stream.next().await.expect("an event").expect("not an error");
+    let first = stream
+        .next()
+        .await
+        .expect("an event")
+        .expect("not an error");
     assert!(matches!(first, ModelEvent::TextDelta(_)), "{first:?}");
     drop(stream);
     // The worker notices the closed stream at its next token and serves the next request;
     // if it did not, this request would wait for up to 4000 tokens.
     let events = collect(
         provider,
-        request("You are a helpful assistant.", vec![user("Say hi.")], vec![]),
+        request(
+            "You are a helpful assistant.",
+            vec![user("Say hi.")],
+            vec![],
+        ),
     )
     .await;
     assert_ends_well(&events);
@@ -277,8 +300,15 @@ async fn unknown_and_missing_models_are_not_configured() {
     let provider = LocalProvider::new(BTreeMap::from([("gone".to_owned(), missing.clone())]), 1);
     let mut req = request("", vec![user("hi")], vec![]);
     req.model = "other".to_owned();
-    let err = provider.stream(req.clone()).await.err().expect("unknown model");
-    assert!(matches!(err, ModelError::NotConfigured(ref m) if m.contains("other")), "{err}");
+    let err = provider
+        .stream(req.clone())
+        .await
+        .err()
+        .expect("unknown model");
+    assert!(
+        matches!(err, ModelError::NotConfigured(ref m) if m.contains("other")),
+        "{err}"
+    );
     req.model = "gone".to_owned();
     let err = provider.stream(req).await.err().expect("missing file");
     match err {

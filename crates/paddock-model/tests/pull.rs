@@ -32,9 +32,12 @@ async fn pull_from_a_path_checks_the_hash() {
 
     let good = models.path().join("good.gguf");
     let mut reports = Vec::new();
-    let got = pull(source, &good, Some(&sha256_hex(&content).to_uppercase()), &mut |p| {
-        reports.push(p)
-    })
+    let got = pull(
+        source,
+        &good,
+        Some(&sha256_hex(&content).to_uppercase()),
+        &mut |p| reports.push(p),
+    )
     .await
     .expect("pull with the right hash");
     assert_eq!(got, good);

@@ -37,7 +37,12 @@ pub fn new_id(prefix: &str) -> String {
 pub fn new_api_key() -> String {
     let mut s = String::with_capacity(44);
     s.push_str("pdk_");
-    s.extend(rand::rng().sample_iter(Alphanumeric).take(40).map(char::from));
+    s.extend(
+        rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(40)
+            .map(char::from),
+    );
     s
 }
 

@@ -18,7 +18,10 @@ pub struct Cursor {
 impl Cursor {
     /// The opaque text handed to clients.
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("v1:{}:{}:{}", self.created_at, self.max_seq, self.id))
+        URL_SAFE_NO_PAD.encode(format!(
+            "v1:{}:{}:{}",
+            self.created_at, self.max_seq, self.id
+        ))
     }
 
     /// Reads a client's cursor; `None` when it is not one Paddock made.

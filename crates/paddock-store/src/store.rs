@@ -4,9 +4,9 @@ use paddock_protocol::{ErrorInfo, RunUsage, StoredEvent};
 use serde_json::Value;
 
 use crate::{
-    AccountRecord, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord,
-    MessageRecord, ModelResponse, NewEvent, PageRequest, RunFilter, RunRecord, SendMessage,
-    SendOutcome, StepContext, StoreError, ThreadRecord, ToolCallRecord,
+    AccountRecord, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord, MessageRecord,
+    ModelResponse, NewEvent, PageRequest, RunFilter, RunRecord, SendMessage, SendOutcome,
+    StepContext, StoreError, ThreadRecord, ToolCallRecord,
 };
 
 /// A page of records plus the cursor of the next page.
@@ -65,8 +65,12 @@ pub trait Store: Send + Sync + 'static {
         filter: &DeploymentFilter,
         page: &PageRequest,
     ) -> Result<Paged<DeploymentRecord>, StoreError>;
-    /// Replaces the mutable fields (name, config, status, error, updated_at).
+    /// Replaces the client-editable fields (name, config, updated_at); never the status.
     async fn update_deployment(&self, deployment: &DeploymentRecord) -> Result<(), StoreError>;
+    /// Sets the lifecycle fields (status, error, updated_at), leaving the configuration alone.
+    async fn set_deployment_status(&self, deployment: &DeploymentRecord) -> Result<(), StoreError>;
+    /// How many deployments there are in each status (for metrics).
+    async fn count_deployments_by_status(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// Deployments in `provisioning`, for finishing provisioning after a restart.
     async fn provisioning_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError>;
     /// Deletes a deployment and everything under it. Returns the runs that were active.

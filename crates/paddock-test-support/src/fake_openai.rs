@@ -253,7 +253,12 @@ impl Script {
     /// Sends one tool call the way OpenAI streams it: a first chunk with `id`, `name` and empty
     /// `arguments`, then the serialized `arguments` in two or three fragments. Tool calls are
     /// numbered (`index`) in the order they appear in the script.
-    pub fn tool_call(self, id: impl Into<String>, name: impl Into<String>, arguments: Value) -> Script {
+    pub fn tool_call(
+        self,
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: Value,
+    ) -> Script {
         self.tool_call_raw(id, name, arguments.to_string())
     }
 
@@ -431,7 +436,10 @@ async fn chat_completions(
                             Frame::Cut => {
                                 // An error from the body stream makes hyper abort the
                                 // connection without the terminating chunk, which is what a
-                                // real mid-stream disconnect looks like to the client.
+                                // real mid-stream disconnect looks like to the client. Hyper
+                                // drops unflushed output on that error, so first return
+                                // `Pending` once: hyper flushes the earlier chunks then.
+                                tokio::task::yield_now().await;
                                 frames.clear();
                                 return Some((Err(cut_error()), (frames, shutdown)));
                             }
@@ -480,27 +488,36 @@ enum Frame {
 }
 
 /// Expands a script into the exact sequence of SSE payloads (and pauses) to send.
-fn frames(id: &str, model: &str, steps: Vec<Step>, usage: Option<(u64, u64)>, cut: bool) -> Vec<Frame> {
+fn frames(
+    id: &str,
+    model: &str,
+    steps: Vec<Step>,
+    usage: Option<(u64, u64)>,
+    cut: bool,
+) -> Vec<Frame> {
     let chunk = |delta: Value, finish_reason: Value| {
         Frame::Data(
             json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": model,
-            "system_fingerprint": null,
-            "choices": [{
-                "index": 0,
-                "delta": delta,
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }],
-        })
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "system_fingerprint": null,
+                "choices": [{
+                    "index": 0,
+                    "delta": delta,
+                    "logprobs": null,
+                    "finish_reason": finish_reason,
+                }],
+            })
             .to_string(),
         )
     };
     // OpenAI's first chunk carries only the role.
-    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     let mut tool_index = 0usize;
     for step in steps {
         match step {
@@ -540,20 +557,22 @@ fn frames(id: &str, model: &str, steps: Vec<Step>, usage: Option<(u64, u64)>, cu
     let finish = if tool_index > 0 { "tool_calls" } else { "stop" };
     out.push(chunk(json!({}), json!(finish)));
     if let Some((input, output)) = usage {
-        out.push(Frame::Data(json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": model,
-            "system_fingerprint": null,
-            "choices": [],
-            "usage": {
-                "prompt_tokens": input,
-                "completion_tokens": output,
-                "total_tokens": input + output,
-            },
-        })
-        .to_string()));
+        out.push(Frame::Data(
+            json!({
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "system_fingerprint": null,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": input,
+                    "completion_tokens": output,
+                    "total_tokens": input + output,
+                },
+            })
+            .to_string(),
+        ));
     }
     out.push(Frame::Data("[DONE]".to_owned()));
     out

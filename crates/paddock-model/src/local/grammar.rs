@@ -90,8 +90,14 @@ mod tests {
     #[test]
     fn grammar_lists_each_tool_once() {
         let g = tool_grammar(&[tool("get_weather"), tool("read_file"), tool("read_file")]);
-        assert!(g.contains(r#"name ::= "\"get_weather\"" | "\"read_file\"""#), "{g}");
-        assert!(g.contains(r#"call ::= "<tool_call>" ws "{" ws "\"name\"" ws"#), "{g}");
+        assert!(
+            g.contains(r#"name ::= "\"get_weather\"" | "\"read_file\"""#),
+            "{g}"
+        );
+        assert!(
+            g.contains(r#"call ::= "<tool_call>" ws "{" ws "\"name\"" ws"#),
+            "{g}"
+        );
         assert!(g.contains(r#""}" ws "</tool_call>""#), "{g}");
     }
 }

@@ -290,7 +290,10 @@ impl Session<'_> {
         match self.generate(&prepared, &job.events) {
             Ok(Outcome::Done) => {}
             Ok(Outcome::Cancelled) => {
-                tracing::debug!(model = self.name, "local generation cancelled by the caller");
+                tracing::debug!(
+                    model = self.name,
+                    "local generation cancelled by the caller"
+                );
             }
             Err(e) => {
                 tracing::warn!(model = self.name, error = %e, "local generation failed");
@@ -310,10 +313,7 @@ impl Session<'_> {
         let mut dropped = 0usize;
         let tokens = loop {
             let text = self.render(&system, &items)?;
-            let tokens = self
-                .model
-                .vocab()
-                .tokenize(text.as_bytes(), true, true);
+            let tokens = self.model.vocab().tokenize(text.as_bytes(), true, true);
             if tokens.len() + wanted <= self.n_ctx {
                 break tokens;
             }
@@ -439,9 +439,9 @@ impl Session<'_> {
                     .map_err(|e| ModelError::Local(format!("batch: {e}")))?;
                 pos += 1;
             }
-            self.ctx
-                .decode(&mut batch)
-                .map_err(|e| ModelError::Local(format!("llama.cpp could not read the prompt: {e}")))?;
+            self.ctx.decode(&mut batch).map_err(|e| {
+                ModelError::Local(format!("llama.cpp could not read the prompt: {e}"))
+            })?;
             self.cached.extend_from_slice(chunk);
         }
         let prefill = started.elapsed();
@@ -515,11 +515,15 @@ impl Session<'_> {
             reused_tokens = reuse,
             generated,
             prefill_ms = prefill.as_millis() as u64,
-            tokens_per_second = if decode_secs > 0.0 { generated as f64 / decode_secs } else { 0.0 },
+            tokens_per_second = if decode_secs > 0.0 {
+                generated as f64 / decode_secs
+            } else {
+                0.0
+            },
             "local generation finished"
         );
 
-        let mut send = |event: ModelEvent| events.send(Ok(event)).is_ok();
+        let send = |event: ModelEvent| events.send(Ok(event)).is_ok();
         if is_tool_call == Some(true) {
             let text = String::from_utf8_lossy(&tool_output);
             let call = output::parse_tool_call(&text, &prepared.tools)?;

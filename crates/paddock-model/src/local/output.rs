@@ -65,8 +65,9 @@ pub(crate) fn parse_tool_call(output: &str, offered: &[String]) -> Result<ToolCa
                 "the model's tool call is incomplete (the output limit was probably reached): {output}"
             ))
         })?;
-    let value: serde_json::Value = serde_json::from_str(body.trim())
-        .map_err(|e| ModelError::Local(format!("the model's tool call is not JSON ({e}): {body}")))?;
+    let value: serde_json::Value = serde_json::from_str(body.trim()).map_err(|e| {
+        ModelError::Local(format!("the model's tool call is not JSON ({e}): {body}"))
+    })?;
     let name = value
         .get("name")
         .and_then(serde_json::Value::as_str)

@@ -5,8 +5,8 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::{
-    AccountRecord, DeploymentRecord, KeyRecord, MessageRecord, RunRecord, StoreError,
-    ThreadRecord, ToolCallRecord,
+    AccountRecord, DeploymentRecord, KeyRecord, MessageRecord, RunRecord, StoreError, ThreadRecord,
+    ToolCallRecord,
 };
 
 fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<T, StoreError> {
@@ -143,7 +143,9 @@ pub(super) fn event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
         seq: row.try_get("seq")?,
         deployment_id: row.try_get("deployment_id")?,
         kind: EventType::parse(&kind).ok_or_else(|| {
-            StoreError::Corrupt(serde::de::Error::custom(format!("unknown event type {kind}")))
+            StoreError::Corrupt(serde::de::Error::custom(format!(
+                "unknown event type {kind}"
+            )))
         })?,
         thread_id: row.try_get("thread_id")?,
         run_id: row.try_get("run_id")?,

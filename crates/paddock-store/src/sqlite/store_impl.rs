@@ -6,9 +6,9 @@ use sqlx::{Row, SqliteConnection};
 use super::{SqliteStore, map, paging};
 use crate::store::{BalanceChange, FailOutcome, IdempotencyFingerprint, Paged};
 use crate::{
-    AccountRecord, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord,
-    MessageRecord, ModelResponse, NewEvent, PageRequest, RunFilter, RunRecord, SendMessage,
-    SendOutcome, StepContext, Store, StoreError, ThreadRecord, ThreadTarget, ToolCallRecord,
+    AccountRecord, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord, MessageRecord,
+    ModelResponse, NewEvent, PageRequest, RunFilter, RunRecord, SendMessage, SendOutcome,
+    StepContext, Store, StoreError, ThreadRecord, ThreadTarget, ToolCallRecord,
 };
 
 /// Threads with their derived status and message count.
@@ -196,32 +196,36 @@ impl Store for SqliteStore {
             balance_micros: None,
             created_at: now,
         };
-        sqlx::query("INSERT INTO accounts (id, name, balance_micros, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&account.id)
-            .bind(&account.name)
-            .bind(account.balance_micros)
-            .bind(account.created_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO accounts (id, name, balance_micros, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&account.id)
+        .bind(&account.name)
+        .bind(account.balance_micros)
+        .bind(account.created_at)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Some(account))
     }
 
     async fn create_account(&self, a: &AccountRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO accounts (id, name, balance_micros, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&a.id)
-            .bind(&a.name)
-            .bind(a.balance_micros)
-            .bind(a.created_at)
-            .execute(&self.writer)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(format!("An account named {} already exists.", a.name))
-                } else {
-                    e.into()
-                }
-            })?;
+        sqlx::query(
+            "INSERT INTO accounts (id, name, balance_micros, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&a.id)
+        .bind(&a.name)
+        .bind(a.balance_micros)
+        .bind(a.created_at)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("An account named {} already exists.", a.name))
+            } else {
+                e.into()
+            }
+        })?;
         Ok(())
     }
 
@@ -244,8 +248,15 @@ impl Store for SqliteStore {
     }
 
     async fn list_accounts(&self, page: &PageRequest) -> Result<Paged<AccountRecord>, StoreError> {
-        paging::page(&self.reader, "SELECT * FROM accounts", "1 = 1", &[], page, map::account)
-            .await
+        paging::page(
+            &self.reader,
+            "SELECT * FROM accounts",
+            "1 = 1",
+            &[],
+            page,
+            map::account,
+        )
+        .await
     }
 
     async fn update_balance(
@@ -336,8 +347,15 @@ impl Store for SqliteStore {
                 .await
             }
             None => {
-                paging::page(&self.reader, "SELECT * FROM api_keys", "1 = 1", &[], page, map::key)
-                    .await
+                paging::page(
+                    &self.reader,
+                    "SELECT * FROM api_keys",
+                    "1 = 1",
+                    &[],
+                    page,
+                    map::key,
+                )
+                .await
             }
         }
     }
@@ -467,12 +485,10 @@ impl Store for SqliteStore {
 
     async fn update_deployment(&self, d: &DeploymentRecord) -> Result<(), StoreError> {
         let done = sqlx::query(
-            "UPDATE deployments SET name = ?, status = ?, error = ?, config = ?, updated_at = ? \
+            "UPDATE deployments SET name = ?, config = ?, updated_at = ? \
              WHERE id = ? AND account_id = ?",
         )
         .bind(&d.name)
-        .bind(&d.status)
-        .bind(d.error.as_ref().map(to_json).transpose()?)
         .bind(to_json(&d.config)?)
         .bind(d.updated_at)
         .bind(&d.id)
@@ -483,6 +499,32 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound("deployment"));
         }
         Ok(())
+    }
+
+    async fn set_deployment_status(&self, d: &DeploymentRecord) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE deployments SET status = ?, error = ?, updated_at = ? \
+             WHERE id = ? AND account_id = ?",
+        )
+        .bind(&d.status)
+        .bind(d.error.as_ref().map(to_json).transpose()?)
+        .bind(d.updated_at)
+        .bind(&d.id)
+        .bind(&d.account_id)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("deployment"));
+        }
+        Ok(())
+    }
+
+    async fn count_deployments_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM deployments GROUP BY status")
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows)
     }
 
     async fn provisioning_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {
@@ -552,12 +594,14 @@ impl Store for SqliteStore {
         deployment_id: &str,
         thread_id: &str,
     ) -> Result<ThreadRecord, StoreError> {
-        let row = sqlx::query(&format!("{THREAD_SELECT} WHERE id = ? AND deployment_id = ?"))
-            .bind(thread_id)
-            .bind(deployment_id)
-            .fetch_optional(&self.reader)
-            .await?
-            .ok_or(StoreError::NotFound("thread"))?;
+        let row = sqlx::query(&format!(
+            "{THREAD_SELECT} WHERE id = ? AND deployment_id = ?"
+        ))
+        .bind(thread_id)
+        .bind(deployment_id)
+        .fetch_optional(&self.reader)
+        .await?
+        .ok_or(StoreError::NotFound("thread"))?;
         map::thread(&row)
     }
 
@@ -597,12 +641,14 @@ impl Store for SqliteStore {
 
     async fn delete_thread(&self, deployment_id: &str, thread_id: &str) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        let row = sqlx::query(&format!("{THREAD_SELECT} WHERE id = ? AND deployment_id = ?"))
-            .bind(thread_id)
-            .bind(deployment_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound("thread"))?;
+        let row = sqlx::query(&format!(
+            "{THREAD_SELECT} WHERE id = ? AND deployment_id = ?"
+        ))
+        .bind(thread_id)
+        .bind(deployment_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("thread"))?;
         let thread = map::thread(&row)?;
         if thread.is_default {
             return Err(StoreError::Conflict(
@@ -629,12 +675,14 @@ impl Store for SqliteStore {
         before: Option<&str>,
     ) -> Result<(Vec<MessageRecord>, bool), StoreError> {
         let upper: i64 = match before {
-            Some(m) => sqlx::query_scalar("SELECT seq FROM messages WHERE id = ? AND thread_id = ?")
-                .bind(m)
-                .bind(thread_id)
-                .fetch_optional(&self.reader)
-                .await?
-                .ok_or(StoreError::NotFound("message"))?,
+            Some(m) => {
+                sqlx::query_scalar("SELECT seq FROM messages WHERE id = ? AND thread_id = ?")
+                    .bind(m)
+                    .bind(thread_id)
+                    .fetch_optional(&self.reader)
+                    .await?
+                    .ok_or(StoreError::NotFound("message"))?
+            }
             None => i64::MAX,
         };
         let rows = sqlx::query(
@@ -828,7 +876,15 @@ impl Store for SqliteStore {
                 binds.push(v);
             }
         }
-        paging::page(&self.reader, "SELECT * FROM runs", &scope, &binds, page, map::run).await
+        paging::page(
+            &self.reader,
+            "SELECT * FROM runs",
+            &scope,
+            &binds,
+            page,
+            map::run,
+        )
+        .await
     }
 
     async fn running_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
@@ -850,8 +906,13 @@ impl Store for SqliteStore {
         for p in &pending {
             let id: String = p.try_get("id")?;
             let content: String = p.try_get("content")?;
-            insert_item_tx(&mut tx, &run, &json!({"type": "user", "content": content}), now)
-                .await?;
+            insert_item_tx(
+                &mut tx,
+                &run,
+                &json!({"type": "user", "content": content}),
+                now,
+            )
+            .await?;
             sqlx::query("UPDATE messages SET consumed = 1 WHERE id = ?")
                 .bind(&id)
                 .execute(&mut *tx)
@@ -898,8 +959,7 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let run = running_run_tx(&mut tx, &r.run_id).await?;
         insert_item_tx(&mut tx, &run, &r.item, r.now).await?;
-        if let (Some((message_id, content)), Some(thread_id)) = (&r.agent_message, &run.thread_id)
-        {
+        if let (Some((message_id, content)), Some(thread_id)) = (&r.agent_message, &run.thread_id) {
             sqlx::query(
                 "INSERT INTO messages (id, deployment_id, thread_id, role, content, run_id, \
                  consumed, created_at) VALUES (?, ?, ?, 'agent', ?, ?, 1, ?)",
@@ -1068,11 +1128,13 @@ impl Store for SqliteStore {
         let mut events = Vec::new();
         for row in &rows {
             let call = map::tool_call(row)?;
-            sqlx::query("UPDATE tool_calls SET state = 'done', result = ?, is_error = 1 WHERE id = ?")
-                .bind(to_json(&unfinished_result)?)
-                .bind(&call.id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE tool_calls SET state = 'done', result = ?, is_error = 1 WHERE id = ?",
+            )
+            .bind(to_json(&unfinished_result)?)
+            .bind(&call.id)
+            .execute(&mut *tx)
+            .await?;
             let item = json!({
                 "type": "tool_result", "call_id": call.id,
                 "name": model_facing_name(&call.tool, &call.origin),
@@ -1203,12 +1265,14 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<IdempotencyBegin, StoreError> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("DELETE FROM idempotency_keys WHERE account_id = ? AND key = ? AND created_at <= ?")
-            .bind(account_id)
-            .bind(key)
-            .bind(now - IDEMPOTENCY_TTL_SECS)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE account_id = ? AND key = ? AND created_at <= ?",
+        )
+        .bind(account_id)
+        .bind(key)
+        .bind(now - IDEMPOTENCY_TTL_SECS)
+        .execute(&mut *tx)
+        .await?;
         let row = sqlx::query("SELECT * FROM idempotency_keys WHERE account_id = ? AND key = ?")
             .bind(account_id)
             .bind(key)
@@ -1238,7 +1302,9 @@ impl Store for SqliteStore {
                 match (same, status) {
                     (true, Some(status)) => IdempotencyBegin::Replay {
                         status: u16::try_from(status).unwrap_or(500),
-                        body: row.try_get::<Option<Vec<u8>>, _>("body")?.unwrap_or_default(),
+                        body: row
+                            .try_get::<Option<Vec<u8>>, _>("body")?
+                            .unwrap_or_default(),
                     },
                     _ => IdempotencyBegin::Conflict,
                 }
@@ -1255,13 +1321,15 @@ impl Store for SqliteStore {
         status: u16,
         body: &[u8],
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE idempotency_keys SET status = ?, body = ? WHERE account_id = ? AND key = ?")
-            .bind(i64::from(status))
-            .bind(body)
-            .bind(account_id)
-            .bind(key)
-            .execute(&self.writer)
-            .await?;
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = ?, body = ? WHERE account_id = ? AND key = ?",
+        )
+        .bind(i64::from(status))
+        .bind(body)
+        .bind(account_id)
+        .bind(key)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 

@@ -1,0 +1,156 @@
+//! `paddock`: run the server (`serve`), make API keys offline (`keys create`) and fetch model
+//! files (`models pull`).
+//!
+//! Configuration comes from `paddock.toml`, `PADDOCK_*` environment variables and flags, in
+//! that order of precedence (see `docs/configuration.md` and [`config`]). Logs go to stderr;
+//! stdout carries only what scripts may want to capture (the admin key, a new key, a path).
+
+mod config;
+mod keys;
+mod models;
+mod progress;
+mod serve;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Paddock: a self-hostable server for per-customer AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "paddock", version, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr. The level comes from RUST_LOG (default `info`).
+    #[arg(
+        long,
+        global = true,
+        env = "PADDOCK_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server until SIGTERM or SIGINT.
+    Serve(serve::ServeArgs),
+    /// Manage API keys directly in the database (no running server needed).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Fetch model files for the embedded runtime.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Keys(command) => keys::run(command).await,
+            Command::Models(command) => models::run(command).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr at the level of `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!("warning: ignoring invalid RUST_LOG `{spec}`: {e}");
+            EnvFilter::new("info")
+        }),
+        _ => EnvFilter::new("info"),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Setting the subscriber fails only if one is already set, which cannot happen here.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn keys_create_splits_scopes() {
+        let cli = Cli::try_parse_from([
+            "paddock",
+            "keys",
+            "create",
+            "--scopes",
+            "deployments:read,deployments:write",
+            "--name",
+            "backend",
+        ])
+        .unwrap();
+        let Command::Keys(keys::KeysCommand::Create(args)) = cli.command else {
+            panic!("not keys create");
+        };
+        assert_eq!(args.scopes, ["deployments:read", "deployments:write"]);
+        assert_eq!(args.name, "backend");
+        assert_eq!(args.account, "default");
+    }
+
+    #[test]
+    fn models_pull_defaults_to_the_default_source() {
+        let cli = Cli::try_parse_from(["paddock", "models", "pull"]).unwrap();
+        let Command::Models(models::ModelsCommand::Pull(args)) = cli.command else {
+            panic!("not models pull");
+        };
+        assert_eq!(args.source, paddock_model::pull::DEFAULT_SOURCE);
+    }
+
+    #[test]
+    fn serve_flags_are_optional_so_lower_layers_can_apply() {
+        let cli = Cli::try_parse_from(["paddock", "serve", "--listen", "0.0.0.0:1"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.listen.as_deref(), Some("0.0.0.0:1"));
+        assert_eq!(args.public_url, None);
+        assert_eq!(args.config.data_dir, None);
+    }
+}

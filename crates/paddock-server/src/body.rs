@@ -1,0 +1,143 @@
+//! Request bodies and query strings, read so that bad input always becomes the documented
+//! error: a JSON body is parsed whatever its `Content-Type` (spec §1.6), must be an object, and
+//! over the size limit is a 413.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Reads a whole body of at most `limit` bytes; a larger one is a 413.
+pub(crate) async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            // The limit error is `http_body_util::LengthLimitError`, which axum does not
+            // re-export; it is recognised by its message anywhere in the error chain.
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.to_string().contains("length limit exceeded"));
+            if too_large {
+                Err(ApiError::payload_too_large(limit))
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "Could not read the request body: {e}"
+                )))
+            }
+        }
+    }
+}
+
+/// Parses `bytes` as a JSON object.
+pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "The request body must be a JSON object; it is empty.",
+        ));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request(
+            "The request body must be a JSON object.",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "The request body is not valid JSON: {e}."
+        ))),
+    }
+}
+
+/// A JSON object body (any `Content-Type`), at most the configured JSON body size.
+pub(crate) struct JsonObject(pub Value);
+
+impl FromRequest<AppState> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = read_limited(req.into_body(), state.settings.limits.json_body_bytes).await?;
+        parse_object(&bytes).map(|m| JsonObject(Value::Object(m)))
+    }
+}
+
+/// A body that may be empty (endpoints with no required body, such as cancel): an empty body is
+/// an empty object; anything else must be a JSON object.
+pub(crate) struct OptionalJsonObject(pub Value);
+
+impl FromRequest<AppState> for OptionalJsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = read_limited(req.into_body(), state.settings.limits.json_body_bytes).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonObject(Value::Object(Map::new())));
+        }
+        parse_object(&bytes).map(|m| OptionalJsonObject(Value::Object(m)))
+    }
+}
+
+/// The query string as a map; a malformed one is a 400.
+pub(crate) struct QueryMap(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<Vec<(String, String)>>::from_request_parts(parts, state).await {
+            Ok(Query(pairs)) => Ok(QueryMap(pairs.into_iter().collect())),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "The query string is malformed: {e}"
+            ))),
+        }
+    }
+}
+
+impl QueryMap {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// A boolean parameter: `true` or `false`, else a 400 naming it.
+    pub(crate) fn bool(&self, name: &str, default: bool) -> Result<bool, ApiError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(ApiError::validation(
+                name,
+                format!("`{name}` must be `true` or `false`, got `{other}`."),
+            )),
+        }
+    }
+
+    /// An integer parameter within `range`, else a 400 naming it.
+    pub(crate) fn int_in(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<u32>,
+        default: u32,
+    ) -> Result<u32, ApiError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| {
+                    ApiError::validation(
+                        name,
+                        format!(
+                            "`{name}` must be an integer from {} to {}, got `{v}`.",
+                            range.start(),
+                            range.end()
+                        ),
+                    )
+                }),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Paddock's HTTP server: the `/v1` API of `shared/spec/API.md` over axum, wired to the store,
+//! the agent runtime and the model providers.
+//!
+//! [`Server::start`] opens the store (creating the first admin key on an empty database),
+//! resumes interrupted work, binds the listener and serves until [`Server::shutdown`].
+
+mod auth;
+mod body;
+pub mod error;
+mod idempotency;
+pub mod keys;
+mod metrics;
+mod openapi;
+mod paging;
+mod provisioning;
+mod request_id;
+mod routes;
+pub mod settings;
+mod state;
+mod validate;
+mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use paddock_core::{Runtime, RuntimeSettings};
+use paddock_model::ProviderRegistry;
+use paddock_store::{SqliteStore, Store};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use settings::{Limits, RateLimits, ServerSettings};
+pub use state::AppState;
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("could not prepare the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not open the database: {0}")]
+    Store(#[from] paddock_store::StoreError),
+    #[error("could not create the first admin key: {0}")]
+    Bootstrap(#[from] keys::BootstrapError),
+    #[error("model configuration: {0}")]
+    Models(#[from] paddock_model::RegistryError),
+    #[error("default_model `{model}` is not usable: {reason}")]
+    DefaultModel { model: String, reason: String },
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    addr: SocketAddr,
+    bootstrap_key: Option<String>,
+    state: AppState,
+    shutdown: CancellationToken,
+    serving: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Opens the store, bootstraps the first admin key on an empty database, resumes runs that
+    /// were `running` and deployments still `provisioning`, and starts serving.
+    pub async fn start(settings: ServerSettings) -> Result<Server, StartError> {
+        for dir in [
+            settings.data_dir.clone(),
+            settings.workspaces_dir(),
+            settings.snapshots_dir(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.database_path()).await?);
+        let bootstrap_key = keys::bootstrap(store.as_ref(), &settings.admin_key_path()).await?;
+
+        let models = Arc::new(ProviderRegistry::new(
+            settings.providers.clone(),
+            settings.local_models.clone(),
+            settings.local_threads,
+        )?);
+        models
+            .validate(&settings.default_model)
+            .map_err(|e| StartError::DefaultModel {
+                model: settings.default_model.clone(),
+                reason: e.to_string(),
+            })?;
+        let runtime = Runtime::new(
+            store.clone(),
+            models,
+            RuntimeSettings {
+                workspaces_dir: settings.workspaces_dir(),
+                max_steps: settings.max_steps,
+                model_retry_window: settings.model_retry_window,
+                max_output_tokens: settings.max_output_tokens,
+                token_coalesce: settings.token_coalesce,
+            },
+        );
+
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+
+        let shutdown = CancellationToken::new();
+        let state = AppState::new(store, runtime, settings, shutdown.clone());
+
+        let resumed = state.runtime.resume_all().await?;
+        if resumed > 0 {
+            tracing::info!(runs = resumed, "resumed runs that were running");
+        }
+        provisioning::resume(&state).await?;
+        state::spawn_maintenance(&state);
+
+        let app = routes::router(state.clone());
+        let stop = shutdown.clone();
+        let serving = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+        });
+        tracing::info!(%addr, "paddock is listening");
+        Ok(Server {
+            addr,
+            bootstrap_key,
+            state,
+            shutdown,
+            serving,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin key created on this start, when the database was empty.
+    pub fn bootstrap_key(&self) -> Option<&str> {
+        self.bootstrap_key.as_deref()
+    }
+
+    /// Shared state, for embedding and tests.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Graceful shutdown: stops accepting, closes event streams, lets in-flight requests
+    /// finish (up to the configured grace period), then parks running runs at their next
+    /// checkpoint so the next start resumes them.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        self.shutdown.cancel();
+        let grace = self.state.settings.shutdown_grace;
+        let served = match tokio::time::timeout(grace, self.serving).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(join)) => Err(std::io::Error::other(join)),
+            Err(_) => {
+                tracing::warn!("in-flight requests did not finish within the grace period");
+                Ok(())
+            }
+        };
+        self.state.runtime.shutdown().await;
+        served
+    }
+}

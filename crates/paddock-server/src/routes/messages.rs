@@ -1,0 +1,95 @@
+//! `POST /v1/deployments/:dep/messages` (spec §4).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use paddock_protocol::ids::{is_id_shaped, new_id, prefix};
+use paddock_protocol::time::now_unix;
+use paddock_protocol::{ErrorCode, MessageAccepted};
+use paddock_store::{SendMessage, StoreError, ThreadTarget};
+
+use super::{PathIds, deployment_of, require_ready};
+use crate::auth::Caller;
+use crate::body::JsonObject;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub(crate) async fn send(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ids: PathIds,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<MessageAccepted>)> {
+    let deployment = deployment_of(&state, &caller, ids.get("dep")).await?;
+    let message = crate::validate::message(&body, &state.settings)?;
+    let thread_missing = |id: &str| {
+        ApiError::not_found(format!("No thread {id} in this deployment.")).with_param("thread_id")
+    };
+    if let ThreadTarget::Id(t) = &message.thread {
+        if !is_id_shaped(t) {
+            return Err(thread_missing(t));
+        }
+    }
+    require_ready(&deployment)?;
+    ensure_credits(&state, &caller.account_id).await?;
+
+    let target = message.thread.clone();
+    let send = SendMessage {
+        deployment_id: deployment.id.clone(),
+        target,
+        message_id: new_id(prefix::MESSAGE),
+        content: message.content,
+        attachments: message.attachments,
+        new_run_id: new_id(prefix::RUN),
+        new_thread_id: new_id(prefix::THREAD),
+        max_active_runs: state.settings.rate_limits.max_active_runs_per_deployment,
+        now: now_unix(),
+    };
+    let outcome = {
+        let guard = state.runtime.bus().lock(&deployment.id).await;
+        let outcome = match state.store.send_message(send).await {
+            Ok(o) => o,
+            Err(StoreError::NotFound("thread")) => {
+                let id = match &message.thread {
+                    ThreadTarget::Id(t) => t.as_str(),
+                    _ => "",
+                };
+                return Err(thread_missing(id));
+            }
+            Err(StoreError::LimitReached(m)) => {
+                return Err(ApiError::rate_limited(
+                    format!("{m} Wait for one to finish."),
+                    5,
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        guard.publish(&outcome.events);
+        outcome
+    };
+    if outcome.started_run {
+        state.runtime.start(outcome.run.id.clone());
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MessageAccepted {
+            run_id: outcome.run.id,
+            deployment_id: deployment.id,
+            thread_id: outcome.thread_id,
+            message_id: outcome.message_id,
+            status: "running".to_owned(),
+        }),
+    ))
+}
+
+/// `402` while the account's balance is at or below zero (spec §16.1).
+pub(crate) async fn ensure_credits(state: &AppState, account_id: &str) -> ApiResult<()> {
+    let account = state.store.get_account(account_id).await?;
+    match account.balance_micros {
+        Some(b) if b <= 0 => Err(ApiError::new(
+            ErrorCode::InsufficientCredits,
+            "The account has no credits left; add credits to continue.",
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,142 @@
+//! The router: one module per resource, assembled here with the layers every request passes
+//! (request id → authentication for `/v1/` → idempotency → handler).
+
+mod accounts;
+mod deployments;
+mod events;
+mod keys;
+mod messages;
+mod ops;
+mod runs;
+mod threads;
+
+use axum::Router;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+use paddock_store::{DeploymentRecord, StoreError};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The whole HTTP application.
+pub(crate) fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/deployments",
+            post(deployments::create).get(deployments::list),
+        )
+        .route(
+            "/deployments/{dep}",
+            get(deployments::get)
+                .patch(deployments::patch)
+                .delete(deployments::delete),
+        )
+        .route("/deployments/{dep}/messages", post(messages::send))
+        .route("/deployments/{dep}/runs", get(runs::list))
+        .route("/deployments/{dep}/runs/{run}", get(runs::get))
+        .route("/deployments/{dep}/runs/{run}/cancel", post(runs::cancel))
+        .route(
+            "/deployments/{dep}/runs/{run}/steering",
+            post(runs::steering),
+        )
+        .route("/deployments/{dep}/events", get(events::subscribe))
+        .route(
+            "/deployments/{dep}/threads",
+            post(threads::create).get(threads::list),
+        )
+        .route(
+            "/deployments/{dep}/threads/{thread}",
+            get(threads::get)
+                .patch(threads::patch)
+                .delete(threads::delete),
+        )
+        .route("/accounts", post(accounts::create).get(accounts::list))
+        .route("/accounts/{account}", get(accounts::get))
+        .route("/accounts/{account}/credits", post(accounts::credits))
+        .route("/keys", post(keys::create).get(keys::list))
+        .route("/keys/{key}", axum::routing::delete(keys::revoke))
+        .fallback(unknown_route)
+        .route_layer(from_fn(crate::request_id::tag_route))
+        .layer(from_fn_with_state(state.clone(), crate::idempotency::layer))
+        .layer(from_fn_with_state(state.clone(), crate::auth::layer));
+
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route_layer(from_fn(crate::request_id::tag_route))
+        .nest("/v1", v1)
+        .fallback(unknown_route)
+        .layer(from_fn_with_state(state.clone(), crate::request_id::layer))
+        .with_state(state)
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::not_found("No such endpoint.")
+}
+
+/// The 404 for an id in the path: the same body whether the id never existed, was deleted,
+/// or belongs to another account.
+pub(crate) fn no_such(kind: &str, id: &str) -> ApiError {
+    ApiError::not_found(format!("No {kind} {id}."))
+}
+
+/// The caller's deployment `id`, or the 404 that hides whether it exists elsewhere.
+pub(crate) async fn deployment_of(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<DeploymentRecord, ApiError> {
+    if !paddock_protocol::ids::is_id_shaped(id) {
+        return Err(no_such("deployment", id));
+    }
+    match state.store.get_deployment(&caller.account_id, id).await {
+        Ok(d) => Ok(d),
+        Err(StoreError::NotFound(_)) => Err(no_such("deployment", id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Refuses operations that need a `ready` deployment (spec §3.2).
+pub(crate) fn require_ready(d: &DeploymentRecord) -> Result<(), ApiError> {
+    if d.status == "ready" {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            paddock_protocol::ErrorCode::DeploymentNotReady,
+            format!(
+                "Deployment {} is `{}`; this needs it `ready`.",
+                d.id, d.status
+            ),
+        ))
+    }
+}
+
+/// The ids in a request's path. A segment that cannot be decoded names nothing, so it is a 404
+/// like any unknown id.
+pub(crate) struct PathIds(std::collections::HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(
+            parts, state,
+        )
+        .await
+        .map(|p| PathIds(p.0))
+        .map_err(|_| ApiError::not_found("No such resource."))
+    }
+}
+
+impl PathIds {
+    /// The segment named `name` in the route template (empty if absent).
+    pub(crate) fn get(&self, name: &str) -> &str {
+        self.0.get(name).map(String::as_str).unwrap_or("")
+    }
+}
