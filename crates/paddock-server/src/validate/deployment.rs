@@ -167,7 +167,11 @@ impl Validator<'_> {
                 replaced_string(v, "system_prompt", 1, self.settings.limits.content_chars)?;
         }
         if let Some(v) = obj.get("model") {
-            not_null(v, "model", "a model such as `local/smollm2-135m`")?;
+            not_null(
+                v,
+                "model",
+                &format!("a model such as `{}`", self.settings.default_model),
+            )?;
             config.model = self.model(v)?;
         }
         if let Some(v) = obj.get("runtime") {

@@ -1,5 +1,8 @@
 //! The harness: boots a Paddock server on `127.0.0.1:0` against a fresh data directory and a
 //! [`FakeOpenAi`] model, with an admin client and helpers that wait on events, never on time.
+//! Shared by every integration test binary of this crate (`mod common;`); not every binary
+//! uses every helper.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -177,10 +180,7 @@ pub fn is_terminal(e: &SseEvent, run_id: &str) -> bool {
         && matches!(e.data["status"].as_str(), Some("completed" | "error"))
 }
 
-/// Opens the deployment's stream from now on (no replay).
-pub async fn open_events(
-    client: &Client,
-    deployment_id: &str,
-) -> impl Stream<Item = Result<SseEvent, paddock_client::ClientError>> + Unpin {
-    Box::pin(client.events(deployment_id, EventsQuery::default()))
+/// Opens the deployment's stream from now on (no replay); connected when this returns.
+pub async fn open_events(client: &Client, deployment_id: &str) -> paddock_client::EventStream {
+    client.events(deployment_id, EventsQuery::default()).await
 }
