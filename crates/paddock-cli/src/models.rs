@@ -62,18 +62,15 @@ async fn pull_model(args: PullArgs) -> anyhow::Result<ExitCode> {
     let models_dir = ServerSettings::new(data_dir).models_dir();
     let plan = plan(&args.source, args.name.as_deref(), &models_dir)?;
 
-    let mut printer = ProgressPrinter::new(format!(
-        "Fetching {} into {}",
-        args.source,
-        plan.dest.display()
-    ));
+    let what = if args.source == DEFAULT_SOURCE {
+        format!("the default model ({DEFAULT_LOCAL_MODEL})")
+    } else {
+        args.source.clone()
+    };
+    let mut printer = ProgressPrinter::new(format!("Fetching {what} into {}", plan.dest.display()));
+    let mut report = |p: Progress| printer.report(p);
     let pulled = tokio::select! {
-        pulled = pull(
-            &args.source,
-            &plan.dest,
-            args.sha256.as_deref(),
-            &mut |p: Progress| printer.report(p),
-        ) => pulled,
+        pulled = pull(&args.source, &plan.dest, args.sha256.as_deref(), &mut report) => pulled,
         signal = signals.recv() => {
             eprintln!("received {signal}; stopped, nothing was saved");
             return Ok(ExitCode::from(INTERRUPTED));

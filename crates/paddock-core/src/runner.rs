@@ -8,7 +8,9 @@ use paddock_model::{Item, ModelError, ModelEvent, ModelRequest, ToolCall};
 use paddock_protocol::ids::{new_id, prefix};
 use paddock_protocol::time::now_unix;
 use paddock_protocol::{EventType, RunUsage};
-use paddock_store::{ModelResponse, NewEvent, NewToolCall, RunRecord, StoreError, ToolCallRecord};
+use paddock_store::{
+    ModelResponse, NewEvent, NewToolCall, RunRecord, StoreError, ToolCallOutcome, ToolCallRecord,
+};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -290,11 +292,13 @@ async fn record_result(
         .finish_tool_call(
             &run.id,
             call_id,
-            &output.result,
-            output.is_error,
-            item,
-            vec![event],
-            now_unix(),
+            ToolCallOutcome {
+                result: output.result,
+                is_error: output.is_error,
+                item,
+                events: vec![event],
+                now: now_unix(),
+            },
         )
         .await?;
     guard.publish(&stored);

@@ -143,18 +143,16 @@ impl ProviderRegistry {
                 "model must look like provider/name, got `{model}`"
             )));
         }
-        if provider == "local" {
-            if !self.local_models.contains_key(name) {
-                let known: Vec<&str> = self.local_models.keys().map(String::as_str).collect();
-                return Err(RegistryError(format!(
-                    "no local model `{name}` is configured (configured: {}); add it under [local_models] in paddock.toml",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                )));
-            }
+        if provider == "local" && !self.local_models.contains_key(name) {
+            let known: Vec<&str> = self.local_models.keys().map(String::as_str).collect();
+            return Err(RegistryError(format!(
+                "no local model `{name}` is configured (configured: {}); add it under [local_models] in paddock.toml",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
         }
         match self.entries.get(provider) {
             Some(Entry::Remote {

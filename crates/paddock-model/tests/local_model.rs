@@ -3,6 +3,9 @@
 //! The model tests need `PADDOCK_TEST_GGUF` (the path of `SmolLM2-135M-Instruct.Q4_1.gguf`);
 //! without it they fail, so CI cannot skip them by accident, unless
 //! `PADDOCK_SKIP_LOCAL_MODEL_TESTS=1` is set.
+
+// Test code: a failed expectation should stop the test with a clear panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "local")]
 
 use std::collections::BTreeMap;

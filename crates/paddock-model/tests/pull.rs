@@ -1,5 +1,8 @@
 //! `pull` from a local path: the hash is checked and a mismatch leaves nothing behind.
 
+// Test code: a failed expectation should stop the test with a clear panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use paddock_model::pull::{PullError, pull};

@@ -3,8 +3,8 @@
 //! This binary holds a single test because it sets `PADDOCK_PYPI_URL`: changing the
 //! environment is only sound while no other thread reads it.
 
-// `allow-expect-in-tests` covers `#[test]` functions only, not this file's helpers.
-#![allow(clippy::expect_used)]
+// Test code: a failed expectation should stop the test with a clear panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Cursor, Write};
 use std::path::Path;

@@ -122,12 +122,12 @@ async fn authenticate(
         account_id: key.account_id,
         scopes: key.scopes,
     };
-    if let Some(needed) = needed {
-        if !caller.has(needed) {
-            return Err(ApiError::forbidden(format!(
-                "This key lacks the `{needed}` scope this endpoint needs."
-            )));
-        }
+    if let Some(needed) = needed
+        && !caller.has(needed)
+    {
+        return Err(ApiError::forbidden(format!(
+            "This key lacks the `{needed}` scope this endpoint needs."
+        )));
     }
     let limits = &state.settings.rate_limits;
     if let Some(rate) = limits.requests_per_second {
@@ -141,10 +141,10 @@ async fn authenticate(
             ));
         }
     }
-    if state.touches.due(&caller.key_id, now) {
-        if let Err(e) = state.store.touch_key(&caller.key_id, now).await {
-            tracing::warn!(error = %e, "could not record key use");
-        }
+    if state.touches.due(&caller.key_id, now)
+        && let Err(e) = state.store.touch_key(&caller.key_id, now).await
+    {
+        tracing::warn!(error = %e, "could not record key use");
     }
     Ok(caller)
 }

@@ -123,10 +123,8 @@ pub(crate) async fn prune_snapshots(state: &AppState) {
             .rsplit_once(".expires-")
             .and_then(|(_, t)| t.parse::<i64>().ok())
             .is_some_and(|t| t <= now);
-        if expired {
-            if let Err(e) = tokio::fs::remove_dir_all(entry.path()).await {
-                tracing::warn!(snapshot = %name, error = %e, "could not remove an expired snapshot");
-            }
+        if expired && let Err(e) = tokio::fs::remove_dir_all(entry.path()).await {
+            tracing::warn!(snapshot = %name, error = %e, "could not remove an expired snapshot");
         }
     }
 }

@@ -14,7 +14,8 @@ use common::{TestServer, collect_until, is_terminal, open_events};
 async fn a_message_streams_tokens_and_completes() {
     let t = TestServer::start().await;
     let d = t.ready_deployment(json!({})).await;
-    t.fake.push(Script::new().text("Hello").text(", world").usage(10, 2));
+    t.fake
+        .push(Script::new().text("Hello").text(", world").usage(10, 2));
     let mut events = open_events(&t.admin, &d.deployment_id).await;
 
     let accepted = t
@@ -40,7 +41,11 @@ async fn a_message_streams_tokens_and_completes() {
     assert_eq!(last.data["status"], "completed", "{last:?}");
     assert_eq!(last.data["usage"]["input_tokens"], 10);
 
-    let run = t.admin.get_run(&d.deployment_id, &accepted.run_id).await.expect("run");
+    let run = t
+        .admin
+        .get_run(&d.deployment_id, &accepted.run_id)
+        .await
+        .expect("run");
     assert_eq!(run.status, "completed");
     let thread = t
         .admin

@@ -15,4 +15,6 @@ pub use cursor::{Cursor, PageRequest};
 pub use error::StoreError;
 pub use rows::*;
 pub use sqlite::SqliteStore;
-pub use store::{BalanceChange, FailOutcome, IdempotencyFingerprint, Paged, Store};
+pub use store::{
+    BalanceChange, FailOutcome, IdempotencyFingerprint, Paged, Store, ToolCallOutcome,
+};

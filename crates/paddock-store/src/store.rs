@@ -147,11 +147,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         run_id: &str,
         call_id: &str,
-        result: &Value,
-        is_error: bool,
-        item: Value,
-        events: Vec<NewEvent>,
-        now: i64,
+        outcome: ToolCallOutcome,
     ) -> Result<Vec<StoredEvent>, StoreError>;
     /// Appends events of a running run; `RunFinished` if it has ended.
     async fn append_run_events(
@@ -239,6 +235,17 @@ pub struct IdempotencyFingerprint {
     pub method: String,
     pub path: String,
     pub body_hash: String,
+}
+
+/// A finished tool call as the store records it: the result the model sees, the conversation
+/// item carrying it, and the events reporting it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCallOutcome {
+    pub result: Value,
+    pub is_error: bool,
+    pub item: Value,
+    pub events: Vec<NewEvent>,
+    pub now: i64,
 }
 
 /// The result of failing (or cancelling) a run.

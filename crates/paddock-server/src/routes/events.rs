@@ -41,15 +41,15 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, e: &StoredEvent) -> bool {
-        if let Some(t) = &self.thread_id {
-            if e.thread_id.as_deref() != Some(t.as_str()) {
-                return false;
-            }
+        if let Some(t) = &self.thread_id
+            && e.thread_id.as_deref() != Some(t.as_str())
+        {
+            return false;
         }
-        if let Some(r) = &self.run_id {
-            if e.run_id.as_deref() != Some(r.as_str()) {
-                return false;
-            }
+        if let Some(r) = &self.run_id
+            && e.run_id.as_deref() != Some(r.as_str())
+        {
+            return false;
         }
         self.types.as_ref().is_none_or(|t| t.contains(&e.kind))
     }

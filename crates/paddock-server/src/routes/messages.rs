@@ -25,10 +25,10 @@ pub(crate) async fn send(
     let thread_missing = |id: &str| {
         ApiError::not_found(format!("No thread {id} in this deployment.")).with_param("thread_id")
     };
-    if let ThreadTarget::Id(t) = &message.thread {
-        if !is_id_shaped(t) {
-            return Err(thread_missing(t));
-        }
+    if let ThreadTarget::Id(t) = &message.thread
+        && !is_id_shaped(t)
+    {
+        return Err(thread_missing(t));
     }
     require_ready(&deployment)?;
     ensure_credits(&state, &caller.account_id).await?;

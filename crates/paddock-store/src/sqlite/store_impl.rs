@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 
 use super::{SqliteStore, map, paging};
-use crate::store::{BalanceChange, FailOutcome, IdempotencyFingerprint, Paged};
+use crate::store::{BalanceChange, FailOutcome, IdempotencyFingerprint, Paged, ToolCallOutcome};
 use crate::{
     AccountRecord, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord, MessageRecord,
     ModelResponse, NewEvent, PageRequest, RunFilter, RunRecord, SendMessage, SendOutcome,
@@ -1022,12 +1022,16 @@ impl Store for SqliteStore {
         &self,
         run_id: &str,
         call_id: &str,
-        result: &Value,
-        is_error: bool,
-        item: Value,
-        events: Vec<NewEvent>,
-        now: i64,
+        outcome: ToolCallOutcome,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        let ToolCallOutcome {
+            result,
+            is_error,
+            item,
+            events,
+            now,
+        } = outcome;
+        let result = &result;
         let mut tx = self.writer.begin().await?;
         let run = running_run_tx(&mut tx, run_id).await?;
         sqlx::query(
