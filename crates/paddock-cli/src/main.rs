@@ -79,10 +79,27 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", render_error(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `err` and its causes on one line, `outer: inner: ...`, skipping a cause whose text the
+/// message before it already ends with (errors that print their source themselves).
+fn render_error(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Logs to stderr at the level of `RUST_LOG` (default `info`).
@@ -110,6 +127,18 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn error_chains_are_not_repeated() {
+        let io = std::io::Error::other("address in use");
+        let err = anyhow::Error::new(io)
+            .context("could not listen on 1.2.3.4:5: address in use")
+            .context("could not start the server");
+        assert_eq!(
+            render_error(&err),
+            "could not start the server: could not listen on 1.2.3.4:5: address in use"
+        );
+    }
 
     #[test]
     fn cli_definition_is_valid() {

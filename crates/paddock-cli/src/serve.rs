@@ -143,7 +143,7 @@ fn explain(error: StartError) -> anyhow::Error {
     };
     let error = anyhow::Error::new(error).context("could not start the server");
     match hint {
-        Some(hint) => anyhow!("{error:#}\nhint: {hint}"),
+        Some(hint) => anyhow!("{}\nhint: {hint}", crate::render_error(&error)),
         None => error,
     }
 }

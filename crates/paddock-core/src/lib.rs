@@ -13,5 +13,5 @@ pub mod tools;
 pub mod workspace;
 
 pub use bus::{EventBus, EventObserver, Subscription};
-pub use runtime::{CancelError, Runtime, RuntimeSettings};
+pub use runtime::{CancelError, Runtime, RuntimeSettings, UsageObserver};
 pub use workspace::{PathError, Workspace};

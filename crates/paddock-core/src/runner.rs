@@ -93,6 +93,11 @@ async fn run_loop(
         };
 
         let response = call_model(rt, &run, provider.as_ref(), request, cancel).await?;
+        rt.observe_usage(
+            &run.config.model,
+            response.usage.input_tokens,
+            response.usage.output_tokens,
+        );
         usage.input_tokens += response.usage.input_tokens;
         usage.output_tokens += response.usage.output_tokens;
 

@@ -66,7 +66,11 @@ pub struct Runtime {
     pub(crate) tools: Vec<Box<dyn Tool>>,
     running: Mutex<HashMap<String, CancellationToken>>,
     tasks: TaskTracker,
+    usage_observer: std::sync::OnceLock<UsageObserver>,
 }
+
+/// Sees the token counts of every model call: provider name, input tokens, output tokens.
+pub type UsageObserver = Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
 
 impl Runtime {
     pub fn new(
@@ -82,6 +86,7 @@ impl Runtime {
             tools: builtin_tools(),
             running: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
+            usage_observer: std::sync::OnceLock::new(),
         })
     }
 
@@ -104,6 +109,18 @@ impl Runtime {
     /// The workspace of a deployment.
     pub fn workspace(&self, deployment_id: &str) -> Workspace {
         Workspace::new(self.settings.workspaces_dir.join(deployment_id))
+    }
+
+    /// Installs the observer of model-call token counts (metrics); only the first call counts.
+    pub fn set_usage_observer(&self, observer: UsageObserver) {
+        let _ = self.usage_observer.set(observer);
+    }
+
+    pub(crate) fn observe_usage(&self, model: &str, input: u64, output: u64) {
+        if let Some(observe) = self.usage_observer.get() {
+            let provider = model.split_once('/').map_or(model, |(p, _)| p);
+            observe(provider, input, output);
+        }
     }
 
     /// Number of runs executing on this node.

@@ -65,19 +65,34 @@ impl FromRequest<AppState> for JsonObject {
     }
 }
 
-/// A body that may be empty (endpoints with no required body, such as cancel): an empty body is
-/// an empty object; anything else must be a JSON object.
-pub(crate) struct OptionalJsonObject(pub Value);
+/// A JSON body read at once (so an oversized one is a 413 before anything else) but parsed
+/// only when the handler asks, after it has looked up the ids in the path: a 404 for an id in
+/// the path comes before a 400 for the body (spec §1.8).
+pub(crate) struct DeferredJson(Bytes);
 
-impl FromRequest<AppState> for OptionalJsonObject {
+impl DeferredJson {
+    /// The body as a JSON object ([`JsonObject`] rules).
+    pub(crate) fn object(&self) -> Result<Value, ApiError> {
+        parse_object(&self.0).map(Value::Object)
+    }
+
+    /// The body as a JSON object, an empty body being `{}` (for endpoints whose body is
+    /// optional).
+    pub(crate) fn optional_object(&self) -> Result<Value, ApiError> {
+        if self.0.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Object(Map::new()));
+        }
+        self.object()
+    }
+}
+
+impl FromRequest<AppState> for DeferredJson {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = read_limited(req.into_body(), state.settings.limits.json_body_bytes).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(OptionalJsonObject(Value::Object(Map::new())));
-        }
-        parse_object(&bytes).map(|m| OptionalJsonObject(Value::Object(m)))
+        read_limited(req.into_body(), state.settings.limits.json_body_bytes)
+            .await
+            .map(DeferredJson)
     }
 }
 

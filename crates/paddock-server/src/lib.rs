@@ -37,7 +37,7 @@ pub use state::AppState;
 /// Why the server could not start.
 #[derive(Debug, Error)]
 pub enum StartError {
-    #[error("could not prepare the data directory {path}: {source}")]
+    #[error("could not prepare the data directory {path}")]
     DataDir {
         path: String,
         #[source]
@@ -51,7 +51,7 @@ pub enum StartError {
     Models(#[from] paddock_model::RegistryError),
     #[error("default_model `{model}` is not usable: {reason}")]
     DefaultModel { model: String, reason: String },
-    #[error("could not listen on {addr}: {source}")]
+    #[error("could not listen on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]

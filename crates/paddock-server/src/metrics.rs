@@ -33,6 +33,17 @@ pub(crate) struct RunFinishedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TokenLabels {
+    pub provider: String,
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ToolCallLabels {
     pub origin_kind: String,
     pub outcome: String,
@@ -56,6 +67,7 @@ pub struct Metrics {
     events: Family<Vec<(&'static str, &'static str)>, Counter>,
     runs_finished: Family<RunFinishedLabels, Counter>,
     tool_calls: Family<ToolCallLabels, Counter>,
+    model_tokens: Family<TokenLabels, Counter>,
 }
 
 impl Metrics {
@@ -112,8 +124,21 @@ impl Metrics {
             "Tool calls that finished, by origin kind and outcome",
             tool_calls.clone(),
         );
+        let model_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "paddock_model_tokens",
+            "Model tokens, by provider and direction (input/output)",
+            model_tokens.clone(),
+        );
+        // Nothing fires automations in this version: the family is exported, empty.
+        registry.register(
+            "paddock_automation_firings",
+            "Automation firings, by outcome",
+            Family::<OutcomeLabels, Counter>::default(),
+        );
         Self {
             registry,
+            model_tokens,
             events,
             runs_finished,
             tool_calls,
@@ -122,6 +147,18 @@ impl Metrics {
             runs_active,
             deployments,
             sse_connections,
+        }
+    }
+
+    /// Counts the tokens of one model call.
+    pub(crate) fn observe_tokens(&self, provider: &str, input: u64, output: u64) {
+        for (direction, n) in [("input", input), ("output", output)] {
+            self.model_tokens
+                .get_or_create(&TokenLabels {
+                    provider: provider.to_owned(),
+                    direction: direction.to_owned(),
+                })
+                .inc_by(n);
         }
     }
 

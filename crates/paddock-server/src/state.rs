@@ -38,6 +38,10 @@ impl AppState {
         runtime
             .bus()
             .set_observer(Arc::new(move |e| observer.observe_event(e)));
+        let observer = metrics.clone();
+        runtime.set_usage_observer(Arc::new(move |provider, input, output| {
+            observer.observe_tokens(provider, input, output);
+        }));
         Self {
             store,
             runtime,

@@ -11,7 +11,7 @@ use paddock_store::{DeploymentFilter, DeploymentRecord};
 
 use super::{PathIds, deployment_of};
 use crate::auth::Caller;
-use crate::body::{JsonObject, QueryMap};
+use crate::body::{DeferredJson, JsonObject, QueryMap};
 use crate::error::{ApiError, ApiResult};
 use crate::paging::{page, page_request};
 use crate::state::AppState;
@@ -95,9 +95,10 @@ pub(crate) async fn patch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ids: PathIds,
-    JsonObject(body): JsonObject,
+    body: DeferredJson,
 ) -> ApiResult<Json<Deployment>> {
     let mut d = deployment_of(&state, &caller, ids.get("dep")).await?;
+    let body = body.object()?;
     let (name, config) = validator(&state).deployment_patch(&body, &d)?;
     d.name = name;
     d.config = config;

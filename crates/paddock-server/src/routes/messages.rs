@@ -10,7 +10,7 @@ use paddock_store::{SendMessage, StoreError, ThreadTarget};
 
 use super::{PathIds, deployment_of, require_ready};
 use crate::auth::Caller;
-use crate::body::JsonObject;
+use crate::body::DeferredJson;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -18,17 +18,25 @@ pub(crate) async fn send(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ids: PathIds,
-    JsonObject(body): JsonObject,
+    body: DeferredJson,
 ) -> ApiResult<(StatusCode, Json<MessageAccepted>)> {
     let deployment = deployment_of(&state, &caller, ids.get("dep")).await?;
+    let body = body.object()?;
     let message = crate::validate::message(&body, &state.settings)?;
     let thread_missing = |id: &str| {
         ApiError::not_found(format!("No thread {id} in this deployment.")).with_param("thread_id")
     };
-    if let ThreadTarget::Id(t) = &message.thread
-        && !is_id_shaped(t)
-    {
-        return Err(thread_missing(t));
+    // A 404 for an id in the body comes before 409 and 402 (spec §1.8). The store checks
+    // again inside its transaction, for a thread deleted meanwhile.
+    if let ThreadTarget::Id(t) = &message.thread {
+        if !is_id_shaped(t) {
+            return Err(thread_missing(t));
+        }
+        match state.store.get_thread(&deployment.id, t).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound(_)) => return Err(thread_missing(t)),
+            Err(e) => return Err(e.into()),
+        }
     }
     require_ready(&deployment)?;
     ensure_credits(&state, &caller.account_id).await?;

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{PathIds, deployment_of, no_such};
 use crate::auth::Caller;
-use crate::body::{OptionalJsonObject, QueryMap};
+use crate::body::{DeferredJson, QueryMap};
 use crate::error::{ApiError, ApiResult};
 use crate::paging::{page, page_request};
 use crate::state::AppState;
@@ -89,10 +89,11 @@ pub(crate) async fn steering(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ids: PathIds,
-    OptionalJsonObject(body): OptionalJsonObject,
+    body: DeferredJson,
 ) -> ApiResult<Json<Run>> {
     let d = deployment_of(&state, &caller, ids.get("dep")).await?;
     let run = run_of(&state, &d.id, ids.get("run")).await?;
+    let body = body.optional_object()?;
     let request_id = match body.get("request_id") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::String(_)) | None | Some(Value::Null) => {

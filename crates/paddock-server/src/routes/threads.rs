@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{PathIds, deployment_of, no_such};
 use crate::auth::Caller;
-use crate::body::{JsonObject, OptionalJsonObject, QueryMap};
+use crate::body::{DeferredJson, QueryMap};
 use crate::error::{ApiError, ApiResult};
 use crate::paging::{page, page_request};
 use crate::state::AppState;
@@ -36,9 +36,10 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ids: PathIds,
-    OptionalJsonObject(body): OptionalJsonObject,
+    body: DeferredJson,
 ) -> ApiResult<(StatusCode, Json<Thread>)> {
     let d = deployment_of(&state, &caller, ids.get("dep")).await?;
+    let body = body.optional_object()?;
     let title = crate::validate::thread_title(&body)?.flatten();
     let thread = state
         .store
@@ -94,10 +95,11 @@ pub(crate) async fn patch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ids: PathIds,
-    JsonObject(body): JsonObject,
+    body: DeferredJson,
 ) -> ApiResult<Json<Thread>> {
     let d = deployment_of(&state, &caller, ids.get("dep")).await?;
     let thread = thread_of(&state, &d.id, ids.get("thread")).await?;
+    let body = body.object()?;
     let thread = match crate::validate::thread_title(&body)? {
         None => thread,
         Some(title) => {
