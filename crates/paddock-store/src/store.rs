@@ -131,7 +131,9 @@ pub trait Store: Send + Sync + 'static {
     /// Runs in `running`, oldest first: the work to resume after a restart.
     async fn running_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
     /// Begins a model call: moves the run's queued input into the conversation, counts the
-    /// step, and returns what the model should see. `RunFinished` if the run has ended.
+    /// step, and returns what the model should see. `RunFinished` if the run has ended. A step
+    /// whose model response was never recorded (a restart during the call) keeps its number,
+    /// so the redone call has the same `step` (spec §5.4).
     async fn begin_step(&self, run_id: &str, now: i64) -> Result<StepContext, StoreError>;
     /// The run's context without changing anything (resume).
     async fn step_context(&self, run_id: &str) -> Result<StepContext, StoreError>;

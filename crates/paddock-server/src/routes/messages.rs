@@ -14,6 +14,29 @@ use crate::body::DeferredJson;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{dep}/messages",
+    operation_id = "send_message",
+    tag = "messages",
+    summary = "Send a message",
+    description = "Scope `deployments:write`. Stores the message and answers 202; it starts a run on an idle thread, joins a running one as steering input, or answers a waiting one (spec §4.2). The agent's output arrives on the event stream.",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+    ),
+    request_body = paddock_protocol::SendMessageRequest,
+    responses(
+        (status = 202, description = "The message is stored; `run_id` is the run it started, joined or answered.", body = paddock_protocol::MessageAccepted),
+        (status = 400, description = "`validation_error`: `content` missing, empty or too long; a bad attachment (`param` e.g. `attachments[0].url`).", body = paddock_protocol::ErrorBody),
+        (status = 402, description = "`insufficient_credits`: the balance is ≤ 0; nothing is stored, started or resumed.", body = paddock_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: unknown deployment, or `thread_id` is not a thread of this deployment (`param: \"thread_id\"`).", body = paddock_protocol::ErrorBody),
+        (status = 409, description = "`deployment_not_ready`: the deployment is `provisioning` or `error`; or `conflict`: the `Idempotency-Key` was used for another request, or its first request is still running.", body = paddock_protocol::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the JSON body limit (1 MiB by default).", body = paddock_protocol::ErrorBody),
+        (status = 429, description = "`rate_limited`: the key's request limit, or a new run would exceed the deployment's active-run limit (8 by default).", body = paddock_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying (≥ 1)."))),
+        crate::openapi::CommonErrors,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn send(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

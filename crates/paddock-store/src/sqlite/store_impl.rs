@@ -918,7 +918,19 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        run.step += 1;
+        // Every recorded model response is one `assistant` item. Fewer of them than `step`
+        // means the call of the current step never finished (the process stopped during it):
+        // it is redone under the same step (spec §5.4). Otherwise this is the next step.
+        let answered: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM conversation_items \
+             WHERE run_id = ? AND json_extract(item, '$.type') = 'assistant'",
+        )
+        .bind(run_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if answered >= run.step {
+            run.step += 1;
+        }
         sqlx::query("UPDATE runs SET step = ?, updated_at = ? WHERE id = ?")
             .bind(run.step)
             .bind(now)
