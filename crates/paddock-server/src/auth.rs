@@ -72,12 +72,17 @@ impl TouchBook {
     }
 }
 
-/// The `/v1/` authentication layer.
+/// The `/v1/` authentication layer. Wraps the whole router, so it sees the full path; paths
+/// outside `/v1/` (the operational endpoints) pass untouched.
 pub(crate) async fn layer(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let path = request.uri().path();
+    if path != "/v1" && !path.starts_with("/v1/") {
+        return next.run(request).await;
+    }
     let bearer = request
         .headers()
         .get(header::AUTHORIZATION)

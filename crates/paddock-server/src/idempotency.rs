@@ -81,16 +81,12 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
     let Some(raw_key) = request.headers().get(HEADER) else {
         return next.run(request).await;
     };
-    let key = match raw_key.to_str() {
-        Ok(k) if valid_key(k) => k.to_owned(),
-        _ => {
-            return ApiError::validation(
-                "Idempotency-Key",
-                "`Idempotency-Key` must be 1–255 visible ASCII characters.",
-            )
-            .into_response();
-        }
-    };
+    // Refused only after the body is read: a 413 comes before idempotency handling (§1.8).
+    let key = raw_key
+        .to_str()
+        .ok()
+        .filter(|k| valid_key(k))
+        .map(str::to_owned);
     let Some(caller) = request.extensions().get::<Caller>().cloned() else {
         return next.run(request).await;
     };
@@ -98,6 +94,13 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
     let bytes = match read_limited(body, state.settings.limits.json_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
+    };
+    let Some(key) = key else {
+        return ApiError::validation(
+            "Idempotency-Key",
+            "`Idempotency-Key` must be 1–255 visible ASCII characters.",
+        )
+        .into_response();
     };
     let fingerprint = IdempotencyFingerprint {
         method: parts.method.as_str().to_owned(),

@@ -56,12 +56,18 @@ impl Filter {
 }
 
 fn parse_after(value: &str, param: &str) -> ApiResult<i64> {
-    parse_event_id(value).ok_or_else(|| {
-        ApiError::validation(
-            param,
-            format!("`{param}` must look like evt_<digits>, got `{value}`."),
-        )
-    })
+    parse_event_id(value)
+        .or_else(|| {
+            // `evt_<digits>` too large for an i64 is above every id: a live-only stream (§7.3).
+            let digits = value.strip_prefix("evt_")?;
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(i64::MAX)
+        })
+        .ok_or_else(|| {
+            ApiError::validation(
+                param,
+                format!("`{param}` must look like evt_<digits>, got `{value}`."),
+            )
+        })
 }
 
 fn frame(e: &StoredEvent) -> Event {
@@ -71,6 +77,30 @@ fn frame(e: &StoredEvent) -> Event {
         .data(&e.data)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{dep}/events",
+    operation_id = "subscribe_events",
+    tag = "events",
+    summary = "Stream events (SSE)",
+    description = "Scope `deployments:read`. One long-lived Server-Sent Events stream of every event of the deployment, across runs. Frames are `event: <type>`, `id: evt_<n>`, `data: <JSON object>`; the first frame is `retry: 3000`; `: ping` after 15 s of silence. Filters combine with AND (spec §7).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+        ("thread_id" = Option<String>, Query, description = "Only events with this `thread_id` (events without a thread are excluded)."),
+        ("run_id" = Option<String>, Query, description = "Only events with this `run_id`."),
+        ("types" = Option<String>, Query, description = "Comma-separated event types, e.g. `run_status,steering_request`."),
+        ("after" = Option<String>, Query, description = "`evt_<n>`: replay retained events with a larger id, then go live. Wins over `Last-Event-ID`."),
+        ("Last-Event-ID" = Option<String>, Header, description = "`evt_<n>`: replay retained events with a larger id, then go live."),
+    ),
+    responses(
+        (status = 200, description = "The event stream (`Cache-Control: no-cache`, `X-Accel-Buffering: no`).", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`validation_error`: `Last-Event-ID`/`after` not `evt_<digits>`; an unknown name in `types`.", body = paddock_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: unknown deployment, or another account's.", body = paddock_protocol::ErrorBody),
+        (status = 429, description = "`rate_limited`: the key already has the maximum number of open streams, or hit its request limit.", body = paddock_protocol::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying (≥ 1)."))),
+        crate::openapi::CommonErrors,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn subscribe(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -126,6 +156,12 @@ pub(crate) async fn subscribe(
         .bus()
         .subscribe(state.store.as_ref(), &d.id)
         .await?;
+    // A delete that ran between the lookup above and the subscription would have closed the
+    // channel before this subscriber joined a fresh one that nothing ever closes: look again.
+    if let Err(gone) = deployment_of(&state, &caller, &d.id).await {
+        state.runtime.bus().close(&d.id);
+        return Err(gone);
+    }
     let (oldest, _) = state.store.event_bounds(&d.id).await?;
 
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(FRAME_BUFFER);

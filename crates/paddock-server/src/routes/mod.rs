@@ -19,6 +19,21 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+// Each handler's OpenAPI operation (the `__path_*` type `#[utoipa::path]` generates), named
+// `<module>_<handler>` for `crate::openapi`, which cannot see the private handler modules.
+// A new handler needs a line here and an entry in `openapi.rs`.
+#[rustfmt::skip]
+pub(crate) use self::{
+    accounts::{__path_create as __path_accounts_create, __path_credits as __path_accounts_credits, __path_get as __path_accounts_get, __path_list as __path_accounts_list},
+    deployments::{__path_create as __path_deployments_create, __path_delete as __path_deployments_delete, __path_get as __path_deployments_get, __path_list as __path_deployments_list, __path_patch as __path_deployments_patch},
+    events::__path_subscribe as __path_events_subscribe,
+    keys::{__path_create as __path_keys_create, __path_list as __path_keys_list, __path_revoke as __path_keys_revoke},
+    messages::__path_send as __path_messages_send,
+    ops::{__path_healthz as __path_ops_healthz, __path_metrics as __path_ops_metrics, __path_openapi as __path_ops_openapi, __path_readyz as __path_ops_readyz},
+    runs::{__path_cancel as __path_runs_cancel, __path_get as __path_runs_get, __path_list as __path_runs_list, __path_steering as __path_runs_steering},
+    threads::{__path_create as __path_threads_create, __path_delete as __path_threads_delete, __path_get as __path_threads_get, __path_list as __path_threads_list, __path_patch as __path_threads_patch},
+};
+
 /// The whole HTTP application.
 pub(crate) fn router(state: AppState) -> Router {
     let v1 = Router::new()
@@ -57,18 +72,24 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{key}", axum::routing::delete(keys::revoke))
         .fallback(unknown_route)
+        // A known path with another method is an unknown route too (spec §1.8), in the envelope.
+        .method_not_allowed_fallback(unknown_route)
         .route_layer(from_fn(crate::request_id::tag_route))
-        .layer(from_fn_with_state(state.clone(), crate::idempotency::layer))
-        .layer(from_fn_with_state(state.clone(), crate::auth::layer));
+        .layer(from_fn_with_state(state.clone(), crate::idempotency::layer));
 
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .method_not_allowed_fallback(unknown_route)
         .route_layer(from_fn(crate::request_id::tag_route))
         .nest("/v1", v1)
         .fallback(unknown_route)
+        // Authentication wraps the whole app, not the nested `/v1` router: nesting strips the
+        // `/v1` prefix (the scope check needs the full path) and unknown `/v1/` paths would
+        // miss it. It lets every path outside `/v1/` through.
+        .layer(from_fn_with_state(state.clone(), crate::auth::layer))
         .layer(from_fn_with_state(state.clone(), crate::request_id::layer))
         .with_state(state)
 }
