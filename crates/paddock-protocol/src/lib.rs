@@ -6,9 +6,11 @@
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod requests;
 pub mod resources;
 pub mod time;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{EventType, StoredEvent};
+pub use requests::*;
 pub use resources::*;

@@ -27,6 +27,25 @@ fn validator(state: &AppState) -> Validator<'_> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/deployments",
+    operation_id = "create_deployment",
+    tag = "deployments",
+    summary = "Create a deployment",
+    description = "Scope `deployments:write`. Stores the deployment and its default thread and answers; provisioning continues in the background until `status` is `ready` or `error` (spec §3.5).",
+    request_body = paddock_protocol::CreateDeploymentRequest,
+    responses(
+        (status = 201, description = "The new deployment, normally `status: \"provisioning\"`.", body = paddock_protocol::Deployment),
+        (status = 400, description = "`validation_error`: a missing, mistyped or invalid field; a duplicate MCP server or skill name; an unresolved `${NAME}`; an unconfigured model provider.", body = paddock_protocol::ErrorBody),
+        (status = 409, description = "`conflict`: the `Idempotency-Key` was used for another request, or its first request is still running.", body = paddock_protocol::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the JSON body limit (1 MiB by default).", body = paddock_protocol::ErrorBody),
+        (status = 422, description = "`invalid_skill`: a skill cannot be fetched or parsed; `invalid_secret_ref`: a `secrets` value is not a secret of this account, or is bound to another customer.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -55,6 +74,26 @@ pub(crate) async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deployments",
+    operation_id = "list_deployments",
+    tag = "deployments",
+    summary = "List deployments",
+    description = "Scope `deployments:read`. The caller's account's deployments as summaries, newest first (spec §3.6).",
+    params(
+        ("customer_id" = Option<String>, Query, description = "Only deployments of this `customer_id` (exact match)."),
+        ("status" = Option<String>, Query, description = "Only deployments in this status: `provisioning`, `ready` or `error`."),
+        crate::openapi::PageParams,
+    ),
+    responses(
+        (status = 200, description = "One page of deployment summaries.", body = paddock_protocol::Page<paddock_protocol::DeploymentSummary>),
+        (status = 400, description = "`validation_error`: `limit` outside 1–100 or an unknown `cursor`, or an unknown `status`.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -82,6 +121,24 @@ pub(crate) async fn list(
     Ok(Json(page(&items, next, views::deployment_summary)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{dep}",
+    operation_id = "get_deployment",
+    tag = "deployments",
+    summary = "Get a deployment",
+    description = "Scope `deployments:read` (spec §3.6).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+    ),
+    responses(
+        (status = 200, description = "The deployment.", body = paddock_protocol::Deployment),
+        (status = 404, description = "`not_found`: unknown deployment, or another account's.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -91,6 +148,28 @@ pub(crate) async fn get(
     Ok(Json(views::deployment(&d, &state.settings.public_url)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/deployments/{dep}",
+    operation_id = "update_deployment",
+    tag = "deployments",
+    summary = "Update a deployment",
+    description = "Scope `deployments:write`. Only fields in the body change; the update is validated in full, applied atomically, and used from the next run (spec §3.7).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+    ),
+    request_body = paddock_protocol::UpdateDeploymentRequest,
+    responses(
+        (status = 200, description = "The full deployment after the update.", body = paddock_protocol::Deployment),
+        (status = 400, description = "`validation_error`: as for create; also a changed `customer_id` or `runtime`, or a `${NAME}` that no longer resolves.", body = paddock_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: unknown deployment, or another account's.", body = paddock_protocol::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the JSON body limit (1 MiB by default).", body = paddock_protocol::ErrorBody),
+        (status = 422, description = "`invalid_skill` or `invalid_secret_ref`, as for create.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn patch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -107,6 +186,26 @@ pub(crate) async fn patch(
     Ok(Json(views::deployment(&d, &state.settings.public_url)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/deployments/{dep}",
+    operation_id = "delete_deployment",
+    tag = "deployments",
+    summary = "Delete a deployment",
+    description = "Scope `deployments:write`. Stops active runs, closes streams and deletes the deployment with everything under it, in any status (spec §3.8).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+        ("retain_filesystem" = Option<bool>, Query, description = "`true`: archive the workspace on the server (kept 30 days by default) before deleting. Default `false`."),
+    ),
+    responses(
+        (status = 200, description = "`status: \"deleted\"`; `snapshot` is set when the workspace was retained.", body = paddock_protocol::DeploymentDeleted),
+        (status = 400, description = "`validation_error`: `retain_filesystem` is not `true` or `false`.", body = paddock_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: unknown deployment, or another account's.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

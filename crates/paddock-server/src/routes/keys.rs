@@ -18,6 +18,25 @@ use crate::paging::{page, page_request};
 use crate::state::AppState;
 use crate::views;
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    operation_id = "create_key",
+    tag = "keys",
+    summary = "Create an API key",
+    description = "Scope `admin`. The key text is in this response only; Paddock stores a hash (spec §16.2).",
+    request_body = paddock_protocol::CreateKeyRequest,
+    responses(
+        (status = 201, description = "The new key, with `key`.", body = paddock_protocol::ApiKey),
+        (status = 400, description = "`validation_error`: a bad `name` or `scopes`, or an `expires_at` not in the future.", body = paddock_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: unknown `account_id`.", body = paddock_protocol::ErrorBody),
+        (status = 409, description = "`conflict`: the `Idempotency-Key` was used for another request, or its first request is still running.", body = paddock_protocol::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the JSON body limit (1 MiB by default).", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -44,6 +63,25 @@ pub(crate) async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    operation_id = "list_keys",
+    tag = "keys",
+    summary = "List API keys",
+    description = "Scope `admin`. Keys without their text, newest first; revoked keys stay listed (spec §16.2).",
+    params(
+        ("account_id" = Option<String>, Query, description = "Only keys of this account."),
+        crate::openapi::PageParams,
+    ),
+    responses(
+        (status = 200, description = "One page of keys (never with `key`).", body = paddock_protocol::Page<paddock_protocol::ApiKey>),
+        (status = 400, description = "`validation_error`: `limit` outside 1–100 or an unknown `cursor`.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     query: QueryMap,
@@ -57,6 +95,25 @@ pub(crate) async fn list(
     Ok(Json(page(&items, next, |k| views::key(k, None, now))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{key}",
+    operation_id = "revoke_key",
+    tag = "keys",
+    summary = "Revoke an API key",
+    description = "Scope `admin`. Revoked keys cannot be reactivated; a key may revoke itself (spec §16.2).",
+    params(
+        ("key" = String, Path, description = "The key id (`key_…`), not the secret."),
+    ),
+    responses(
+        (status = 200, description = "`status: \"revoked\"`.", body = paddock_protocol::KeyRevoked),
+        (status = 404, description = "`not_found`: unknown key.", body = paddock_protocol::ErrorBody),
+        (status = 409, description = "`conflict`: the last active `admin` key on the server.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn revoke(State(state): State<AppState>, ids: PathIds) -> ApiResult<Json<Value>> {
     let key_id = ids.get("key");
     if !is_id_shaped(key_id) {

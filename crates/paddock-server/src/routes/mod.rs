@@ -1,14 +1,14 @@
 //! The router: one module per resource, assembled here with the layers every request passes
 //! (request id → authentication for `/v1/` → idempotency → handler).
 
-mod accounts;
-mod deployments;
-mod events;
-mod keys;
-mod messages;
-mod ops;
-mod runs;
-mod threads;
+pub(crate) mod accounts;
+pub(crate) mod deployments;
+pub(crate) mod events;
+pub(crate) mod keys;
+pub(crate) mod messages;
+pub(crate) mod ops;
+pub(crate) mod runs;
+pub(crate) mod threads;
 
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -18,21 +18,6 @@ use paddock_store::{DeploymentRecord, StoreError};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
-
-// Each handler's OpenAPI operation (the `__path_*` type `#[utoipa::path]` generates), named
-// `<module>_<handler>` for `crate::openapi`, which cannot see the private handler modules.
-// A new handler needs a line here and an entry in `openapi.rs`.
-#[rustfmt::skip]
-pub(crate) use self::{
-    accounts::{__path_create as __path_accounts_create, __path_credits as __path_accounts_credits, __path_get as __path_accounts_get, __path_list as __path_accounts_list},
-    deployments::{__path_create as __path_deployments_create, __path_delete as __path_deployments_delete, __path_get as __path_deployments_get, __path_list as __path_deployments_list, __path_patch as __path_deployments_patch},
-    events::__path_subscribe as __path_events_subscribe,
-    keys::{__path_create as __path_keys_create, __path_list as __path_keys_list, __path_revoke as __path_keys_revoke},
-    messages::__path_send as __path_messages_send,
-    ops::{__path_healthz as __path_ops_healthz, __path_metrics as __path_ops_metrics, __path_openapi as __path_ops_openapi, __path_readyz as __path_ops_readyz},
-    runs::{__path_cancel as __path_runs_cancel, __path_get as __path_runs_get, __path_list as __path_runs_list, __path_steering as __path_runs_steering},
-    threads::{__path_create as __path_threads_create, __path_delete as __path_threads_delete, __path_get as __path_threads_get, __path_list as __path_threads_list, __path_patch as __path_threads_patch},
-};
 
 /// The whole HTTP application.
 pub(crate) fn router(state: AppState) -> Router {

@@ -10,10 +10,33 @@ use crate::error::ApiError;
 use crate::metrics::StatusLabels;
 use crate::state::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "ops",
+    summary = "Liveness",
+    description = "No key. `ok` whenever the process serves HTTP (spec §17).",
+    responses(
+        (status = 200, description = "The process serves HTTP.", body = paddock_protocol::HealthStatus),
+    ),
+)]
 pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "ops",
+    summary = "Readiness",
+    description = "No key. Ready when the database is reachable and migrated, the sandbox backend answers and the scheduler runs (spec §17).",
+    responses(
+        (status = 200, description = "Ready; every check `ok`.", body = paddock_protocol::ReadinessStatus),
+        (status = 503, description = "`status: \"unavailable\"`; failing checks read `error: <reason>`.", body = paddock_protocol::ReadinessStatus),
+    ),
+)]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let database = match state.store.ping().await {
         Ok(()) => "ok".to_owned(),
@@ -36,6 +59,18 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "ops",
+    summary = "Prometheus metrics",
+    description = "No key, unless the operator sets a metrics token: then `Authorization: Bearer <token>` (spec §17).",
+    responses(
+        (status = 200, description = "Prometheus text format.", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, description = "`unauthorized`: a metrics token is configured and the request did not send it.", body = paddock_protocol::ErrorBody),
+    ),
+)]
 pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(token) = &state.settings.metrics_token {
         let given = headers
@@ -77,6 +112,17 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
     response
 }
 
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "ops",
+    summary = "This OpenAPI document",
+    description = "No key. The OpenAPI 3.1 document of every `/v1/` endpoint, generated from the code (spec §17).",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document.", body = serde_json::Value),
+    ),
+)]
 pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi::document())
 }

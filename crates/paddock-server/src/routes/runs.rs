@@ -26,6 +26,30 @@ fn one_of(query: &QueryMap, name: &str, allowed: &[&str]) -> ApiResult<Option<St
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{dep}/runs",
+    operation_id = "list_runs",
+    tag = "runs",
+    summary = "List runs",
+    description = "Scope `deployments:read`. Full run objects, newest first; an id filter that matches nothing gives an empty list (spec §5.2).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+        ("thread_id" = Option<String>, Query, description = "Only runs on this thread."),
+        ("status" = Option<String>, Query, description = "Only runs in this status: `running`, `waiting_on_human`, `completed` or `error`."),
+        ("automation_id" = Option<String>, Query, description = "Only runs of this automation."),
+        ("trigger" = Option<String>, Query, description = "Only runs with this trigger: `message`, `schedule`, `manual` or `dreaming`."),
+        crate::openapi::PageParams,
+    ),
+    responses(
+        (status = 200, description = "One page of runs.", body = paddock_protocol::Page<paddock_protocol::Run>),
+        (status = 400, description = "`validation_error`: `limit` outside 1–100 or an unknown `cursor`, or an unknown `status` or `trigger`.", body = paddock_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: unknown deployment, or another account's.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -55,6 +79,25 @@ async fn run_of(state: &AppState, deployment_id: &str, run_id: &str) -> ApiResul
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{dep}/runs/{run}",
+    operation_id = "get_run",
+    tag = "runs",
+    summary = "Get a run",
+    description = "Scope `deployments:read` (spec §5.2).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+        ("run" = String, Path, description = "The run id (`run_…`)."),
+    ),
+    responses(
+        (status = 200, description = "The run.", body = paddock_protocol::Run),
+        (status = 404, description = "`not_found`: unknown deployment or run.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -65,6 +108,26 @@ pub(crate) async fn get(
     Ok(Json(views::run(&run)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{dep}/runs/{run}/cancel",
+    operation_id = "cancel_run",
+    tag = "runs",
+    summary = "Cancel a run",
+    description = "Scope `deployments:write`. No body. Stops a `running` or `waiting_on_human` run: it ends `error` with `error.code: \"cancelled\"`. Cancelling a cancelled run changes nothing (spec §5.3).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+        ("run" = String, Path, description = "The run id (`run_…`)."),
+    ),
+    responses(
+        (status = 200, description = "The run, now `status: \"error\"`, `error.code: \"cancelled\"`.", body = paddock_protocol::Run),
+        (status = 404, description = "`not_found`: unknown deployment or run.", body = paddock_protocol::ErrorBody),
+        (status = 409, description = "`conflict`: the run is `completed`, or ended `error` for a reason other than `cancelled`; or `conflict`: the `Idempotency-Key` was used for another request, or its first request is still running.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -85,6 +148,30 @@ pub(crate) async fn cancel(
 
 /// `POST …/runs/:run_id/steering` (spec §6.4). Validates the answer; a run that is not
 /// `waiting_on_human` is a 409.
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{dep}/runs/{run}/steering",
+    operation_id = "answer_steering",
+    tag = "runs",
+    summary = "Answer a steering request",
+    description = "Scope `deployments:write`. Approves or rejects the run's pending steering request; the run returns to `running`. Repeating the decision a request already has changes nothing (spec §6.4).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+        ("run" = String, Path, description = "The run id (`run_…`)."),
+    ),
+    request_body = paddock_protocol::SteeringAnswerRequest,
+    responses(
+        (status = 200, description = "The run, `status: \"running\"`, `steering_request: null`.", body = paddock_protocol::Run),
+        (status = 400, description = "`validation_error`: `request_id` missing; `decision` not `approve`/`reject`; `message` too long.", body = paddock_protocol::ErrorBody),
+        (status = 402, description = "`insufficient_credits`: the balance is ≤ 0; the request stays pending.", body = paddock_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: unknown deployment or run.", body = paddock_protocol::ErrorBody),
+        (status = 409, description = "`conflict`: the run is not `waiting_on_human`; `request_id` is not its pending request; it was already resolved with another decision; or `conflict`: the `Idempotency-Key` was used for another request, or its first request is still running.", body = paddock_protocol::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the JSON body limit (1 MiB by default).", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn steering(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -32,6 +32,28 @@ async fn thread_of(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{dep}/threads",
+    operation_id = "create_thread",
+    tag = "threads",
+    summary = "Create a thread",
+    description = "Scope `deployments:write`. Creating a thread starts no run; the body may be empty (spec §8.2).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+    ),
+    request_body = Option<paddock_protocol::CreateThreadRequest>,
+    responses(
+        (status = 201, description = "The new thread.", body = paddock_protocol::Thread),
+        (status = 400, description = "`validation_error`: `title` too long or not a string.", body = paddock_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: unknown deployment, or another account's.", body = paddock_protocol::ErrorBody),
+        (status = 409, description = "`conflict`: the `Idempotency-Key` was used for another request, or its first request is still running.", body = paddock_protocol::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the JSON body limit (1 MiB by default).", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -48,6 +70,26 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(views::thread(&thread))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{dep}/threads",
+    operation_id = "list_threads",
+    tag = "threads",
+    summary = "List threads",
+    description = "Scope `deployments:read`. Newest first (spec §8.2).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+        crate::openapi::PageParams,
+    ),
+    responses(
+        (status = 200, description = "One page of threads.", body = paddock_protocol::Page<paddock_protocol::Thread>),
+        (status = 400, description = "`validation_error`: `limit` outside 1–100 or an unknown `cursor`.", body = paddock_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: unknown deployment, or another account's.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -60,6 +102,28 @@ pub(crate) async fn list(
     Ok(Json(page(&items, next, views::thread)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{dep}/threads/{thread}",
+    operation_id = "get_thread",
+    tag = "threads",
+    summary = "Get a thread with messages",
+    description = "Scope `deployments:read`. The newest `messages_limit` messages older than `messages_before` (or overall), in chronological order; page back by passing the first returned `message_id` as `messages_before` (spec §8.2).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+        ("thread" = String, Path, description = "The thread id (`thr_…`)."),
+        ("messages_limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "How many messages, 1–500. Default 100."),
+        ("messages_before" = Option<String>, Query, description = "A `message_id` of this thread: only older messages."),
+    ),
+    responses(
+        (status = 200, description = "The thread with `messages` and `has_more_messages`.", body = paddock_protocol::ThreadWithMessages),
+        (status = 400, description = "`validation_error`: a bad `messages_limit`; `messages_before` is not a message of this thread.", body = paddock_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: unknown deployment or thread.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -91,6 +155,28 @@ pub(crate) async fn get(
     }))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/deployments/{dep}/threads/{thread}",
+    operation_id = "update_thread",
+    tag = "threads",
+    summary = "Rename a thread",
+    description = "Scope `deployments:write` (spec §8.2).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+        ("thread" = String, Path, description = "The thread id (`thr_…`)."),
+    ),
+    request_body = paddock_protocol::UpdateThreadRequest,
+    responses(
+        (status = 200, description = "The thread.", body = paddock_protocol::Thread),
+        (status = 400, description = "`validation_error`: `title` too long or not a string.", body = paddock_protocol::ErrorBody),
+        (status = 404, description = "`not_found`: unknown deployment or thread.", body = paddock_protocol::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over the JSON body limit (1 MiB by default).", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn patch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -112,6 +198,26 @@ pub(crate) async fn patch(
     Ok(Json(views::thread(&thread)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/deployments/{dep}/threads/{thread}",
+    operation_id = "delete_thread",
+    tag = "threads",
+    summary = "Delete a thread",
+    description = "Scope `deployments:write`. Removes the thread, its messages and its runs; memory and files are untouched (spec §8.2).",
+    params(
+        ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
+        ("thread" = String, Path, description = "The thread id (`thr_…`)."),
+    ),
+    responses(
+        (status = 200, description = "`status: \"deleted\"`.", body = paddock_protocol::ThreadDeleted),
+        (status = 404, description = "`not_found`: unknown deployment or thread.", body = paddock_protocol::ErrorBody),
+        (status = 409, description = "`conflict`: the default thread; the thread has an active run (cancel it first); an automation targets it.", body = paddock_protocol::ErrorBody),
+        crate::openapi::CommonErrors,
+        crate::openapi::RateLimited,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
