@@ -3,12 +3,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use paddock_protocol::ids::{is_id_shaped, new_id, prefix};
+use paddock_protocol::ids::{new_id, prefix};
 use paddock_protocol::time::now_unix;
 use paddock_protocol::{Account, Page};
 use paddock_store::{AccountRecord, StoreError};
 
-use super::{PathIds, no_such};
+use super::{PathIds, find, no_such};
 use crate::auth::Caller;
 use crate::body::{DeferredJson, JsonObject, QueryMap};
 use crate::error::{ApiError, ApiResult};
@@ -85,14 +85,7 @@ pub(crate) async fn list(
 }
 
 async fn account_of(state: &AppState, id: &str) -> ApiResult<AccountRecord> {
-    if !is_id_shaped(id) {
-        return Err(no_such("account", id));
-    }
-    match state.store.get_account(id).await {
-        Ok(a) => Ok(a),
-        Err(StoreError::NotFound(_)) => Err(no_such("account", id)),
-        Err(e) => Err(e.into()),
-    }
+    find("account", id, state.store.get_account(id)).await
 }
 
 #[utoipa::path(

@@ -89,20 +89,35 @@ pub(crate) fn no_such(kind: &str, id: &str) -> ApiError {
     ApiError::not_found(format!("No {kind} {id}."))
 }
 
+/// Looks up the `kind` named `id` in the path: an id that cannot be one of ours, or that the
+/// store does not find (missing, deleted, another account's), is the same [`no_such`] 404.
+pub(crate) async fn find<T>(
+    kind: &str,
+    id: &str,
+    lookup: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, ApiError> {
+    if !paddock_protocol::ids::is_id_shaped(id) {
+        return Err(no_such(kind, id));
+    }
+    match lookup.await {
+        Ok(found) => Ok(found),
+        Err(StoreError::NotFound(_)) => Err(no_such(kind, id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The caller's deployment `id`, or the 404 that hides whether it exists elsewhere.
 pub(crate) async fn deployment_of(
     state: &AppState,
     caller: &Caller,
     id: &str,
 ) -> Result<DeploymentRecord, ApiError> {
-    if !paddock_protocol::ids::is_id_shaped(id) {
-        return Err(no_such("deployment", id));
-    }
-    match state.store.get_deployment(&caller.account_id, id).await {
-        Ok(d) => Ok(d),
-        Err(StoreError::NotFound(_)) => Err(no_such("deployment", id)),
-        Err(e) => Err(e.into()),
-    }
+    find(
+        "deployment",
+        id,
+        state.store.get_deployment(&caller.account_id, id),
+    )
+    .await
 }
 
 /// Refuses operations that need a `ready` deployment (spec §3.2).

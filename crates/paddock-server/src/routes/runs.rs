@@ -4,10 +4,10 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use paddock_core::CancelError;
 use paddock_protocol::{Page, Run, run_status, run_trigger};
-use paddock_store::{RunFilter, RunRecord, StoreError};
+use paddock_store::{RunFilter, RunRecord};
 use serde_json::Value;
 
-use super::{PathIds, deployment_of, no_such};
+use super::{PathIds, deployment_of, find, no_such};
 use crate::auth::Caller;
 use crate::body::{DeferredJson, QueryMap};
 use crate::error::{ApiError, ApiResult};
@@ -69,14 +69,7 @@ pub(crate) async fn list(
 }
 
 async fn run_of(state: &AppState, deployment_id: &str, run_id: &str) -> ApiResult<RunRecord> {
-    if !paddock_protocol::ids::is_id_shaped(run_id) {
-        return Err(no_such("run", run_id));
-    }
-    match state.store.get_run(deployment_id, run_id).await {
-        Ok(r) => Ok(r),
-        Err(StoreError::NotFound(_)) => Err(no_such("run", run_id)),
-        Err(e) => Err(e.into()),
-    }
+    find("run", run_id, state.store.get_run(deployment_id, run_id)).await
 }
 
 #[utoipa::path(

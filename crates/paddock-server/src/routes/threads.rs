@@ -9,7 +9,7 @@ use paddock_protocol::{Page, Thread, ThreadWithMessages};
 use paddock_store::{StoreError, ThreadRecord};
 use serde_json::{Value, json};
 
-use super::{PathIds, deployment_of, no_such};
+use super::{PathIds, deployment_of, find, no_such};
 use crate::auth::Caller;
 use crate::body::{DeferredJson, QueryMap};
 use crate::error::{ApiError, ApiResult};
@@ -22,14 +22,12 @@ async fn thread_of(
     deployment_id: &str,
     thread_id: &str,
 ) -> ApiResult<ThreadRecord> {
-    if !is_id_shaped(thread_id) {
-        return Err(no_such("thread", thread_id));
-    }
-    match state.store.get_thread(deployment_id, thread_id).await {
-        Ok(t) => Ok(t),
-        Err(StoreError::NotFound(_)) => Err(no_such("thread", thread_id)),
-        Err(e) => Err(e.into()),
-    }
+    find(
+        "thread",
+        thread_id,
+        state.store.get_thread(deployment_id, thread_id),
+    )
+    .await
 }
 
 #[utoipa::path(
