@@ -422,6 +422,14 @@ impl Sources {
         if let Some(secs) = c.shutdown_grace_secs {
             s.shutdown_grace = Duration::from_secs(secs);
         }
+        for (name, provider) in &c.providers {
+            if let Err((key, problem)) = provider.check() {
+                bail!(
+                    "{} {problem}",
+                    file.describe(&format!("providers.{name}.{key}"))
+                );
+            }
+        }
         s.providers = c.providers.clone();
         s.local_models = c.local_models.clone();
 
@@ -575,6 +583,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use paddock_model::ProviderKind;
 
     fn file(text: &str) -> ConfigFile {
         ConfigFile::parse(text, Path::new("paddock.toml")).unwrap()
@@ -635,6 +644,20 @@ mod tests {
             api_key_env = "OPENROUTER_API_KEY"
             headers = { "X-Title" = "Paddock" }
 
+            [providers.openrouter.models."meta-llama/llama-3.1-8b-instruct"]
+            context_window = 131072
+            input_price = 0.02
+            output_price = 0.03
+
+            [providers.claude]
+            kind = "anthropic"
+            base_url = "https://api.anthropic.com"
+            api_key_env = "ANTHROPIC_API_KEY"
+
+            [providers.gemini]
+            kind = "google"
+            base_url = "https://generativelanguage.googleapis.com/v1beta"
+
             [local_models]
             qwen = "/models/qwen.gguf"
 
@@ -685,6 +708,12 @@ mod tests {
         assert_eq!(provider.base_url, "https://openrouter.ai/api/v1");
         assert_eq!(provider.api_key_env.as_deref(), Some("OPENROUTER_API_KEY"));
         assert_eq!(provider.headers["X-Title"], "Paddock");
+        let llama = &provider.models["meta-llama/llama-3.1-8b-instruct"];
+        assert_eq!(llama.context_window, Some(131072));
+        assert_eq!(llama.input_price, Some(0.02));
+        assert_eq!(llama.output_price, Some(0.03));
+        assert_eq!(s.providers["claude"].kind, ProviderKind::Anthropic);
+        assert_eq!(s.providers["gemini"].kind, ProviderKind::Google);
         assert_eq!(s.local_models["qwen"], Path::new("/models/qwen.gguf"));
         assert_eq!(s.limits.json_body_bytes, 2048);
         assert_eq!(s.limits.content_chars, 500);
@@ -716,6 +745,19 @@ mod tests {
         let provider =
             error("[providers.x]\nkind = \"openai\"\nbase_url = \"http://h\"\napi_key = \"k\"");
         assert!(provider.contains("api_key"), "{provider}");
+        let model_key = error(
+            "[providers.x]\nkind = \"openai\"\nbase_url = \"http://h\"\n[providers.x.models.m]\nprice = 1",
+        );
+        assert!(model_key.contains("price"), "{model_key}");
+        let price = error(
+            "[providers.x]\nkind = \"openai\"\nbase_url = \"http://h\"\n[providers.x.models.m]\ninput_price = -1",
+        );
+        assert!(
+            price.contains("`providers.x.models.m.input_price` in") && price.contains("≥ 0"),
+            "{price}"
+        );
+        let kind = error("[providers.x]\nkind = \"cohere\"\nbase_url = \"http://h\"");
+        assert!(kind.contains("cohere"), "{kind}");
         let section = error("[limit]\ncontent_chars = 1");
         assert!(section.contains("limit"), "{section}");
     }

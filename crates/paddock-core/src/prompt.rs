@@ -18,6 +18,16 @@ pub fn system_prompt(config: &DeploymentConfig, tool_names: &[String]) -> String
         s.push_str(&tool_names.join(", "));
         s.push_str(". Use a tool only when it helps; answer directly otherwise.");
     }
+    if tool_names
+        .iter()
+        .any(|t| t == crate::tools::REQUEST_APPROVAL)
+    {
+        // Spec §6.1: the agent's own judgement is one of the two things that pause a run.
+        s.push_str(
+            " Before an action that is irreversible, external, public or costs money, call \
+             request_approval with a short summary of it and follow the answer.",
+        );
+    }
     s.push('\n');
     s
 }

@@ -1,5 +1,6 @@
-//! The run loop: drain queued input → model call (streamed) → tool calls → repeat, with every
-//! step recorded before the next begins.
+//! The run loop: drain queued input → model call (streamed) → tool calls (gated by steering)
+//! → repeat, with every step recorded before the next begins. A worker drives a run it claimed
+//! until it completes, fails, or pauses on a steering request; every write checks its lease.
 
 use std::time::Duration;
 
@@ -7,9 +8,10 @@ use futures::StreamExt;
 use paddock_model::{Item, ModelError, ModelEvent, ModelRequest, ToolCall};
 use paddock_protocol::ids::{new_id, prefix};
 use paddock_protocol::time::now_unix;
-use paddock_protocol::{EventType, RunUsage};
+use paddock_protocol::{EventType, RunUsage, SteeringRequest, run_status};
 use paddock_store::{
-    ModelResponse, NewEvent, NewToolCall, RunRecord, StoreError, ToolCallOutcome, ToolCallRecord,
+    ClaimedRun, Lease, ModelResponse, NewEvent, NewToolCall, PauseRun, RunRecord, StoreError,
+    ToolCallOutcome, ToolCallRecord,
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -17,11 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::prompt::system_prompt;
 use crate::runtime::Runtime;
+use crate::steering::{self, Gate};
 use crate::tools::{ToolContext, ToolOutput};
 
 /// Why the loop stopped early.
 enum Stop {
-    /// The run ended elsewhere (cancelled, deleted) or the node is shutting down.
+    /// The run ended elsewhere (cancelled, deleted), another node holds it, or this node is
+    /// stopping: leave the run as the store has it.
     Quiet,
     /// The run must end in `error` with this code and message.
     Fail(&'static str, String),
@@ -30,41 +34,105 @@ enum Stop {
 impl From<StoreError> for Stop {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::RunFinished | StoreError::NotFound(_) => Stop::Quiet,
+            StoreError::RunFinished | StoreError::NotFound(_) | StoreError::LeaseLost => {
+                Stop::Quiet
+            }
             other => Stop::Fail("server_error", other.to_string()),
         }
     }
 }
 
-/// Executes (or resumes) one run until it completes, fails, is cancelled or the node stops.
-pub(crate) async fn drive(rt: &Runtime, run_id: &str, resumed: bool, cancel: &CancellationToken) {
-    let result = run_loop(rt, run_id, resumed, cancel).await;
+/// How a worker is told to stop driving a run.
+#[derive(Clone, Default)]
+pub(crate) struct Signals {
+    /// Stop now, abandoning a tool call in flight: the run was cancelled or deleted, or this
+    /// node lost its lease.
+    pub(crate) abort: CancellationToken,
+    /// Stop at the next checkpoint (graceful shutdown): an unrecorded model call is abandoned
+    /// (it is redone on resume), an executing tool call finishes and its result is recorded,
+    /// nothing new starts.
+    pub(crate) park: CancellationToken,
+}
+
+impl Signals {
+    fn stopping(&self) -> bool {
+        self.abort.is_cancelled() || self.park.is_cancelled()
+    }
+
+    async fn stopped(&self) {
+        tokio::select! {
+            () = self.abort.cancelled() => {}
+            () = self.park.cancelled() => {}
+        }
+    }
+}
+
+/// What the calls of a response led to.
+enum Flow {
+    /// All have results: call the model again.
+    Continue,
+    /// The run paused on a steering request; the worker is done with it.
+    Paused,
+}
+
+/// Drives a claimed run until it completes, fails, pauses for a human, is cancelled, or the
+/// worker is told to stop.
+pub(crate) async fn drive(rt: &Runtime, claim: ClaimedRun, signals: &Signals) {
+    let lease = Lease {
+        run_id: claim.run.id.clone(),
+        node_id: rt.settings.node_id.clone(),
+    };
+    let run = claim.run.clone();
+    let result = run_loop(rt, &lease, claim, signals).await;
     if let Err(Stop::Fail(code, message)) = result {
-        if cancel.is_cancelled() {
+        if signals.stopping() {
             return;
         }
-        match rt.store.step_context(run_id).await {
-            Ok(ctx) => rt.fail(&ctx.run, code, message).await,
-            Err(e) => tracing::error!(run_id, error = %e, "run failed and could not be loaded"),
-        }
+        rt.fail(&run, code, message).await;
     }
 }
 
 async fn run_loop(
     rt: &Runtime,
-    run_id: &str,
-    resumed: bool,
-    cancel: &CancellationToken,
+    lease: &Lease,
+    claim: ClaimedRun,
+    signals: &Signals,
 ) -> Result<(), Stop> {
-    let mut usage = rt.store.step_context(run_id).await?.run.usage;
-    if resumed {
-        finish_interrupted_calls(rt, run_id, cancel).await?;
+    let run = claim.run;
+    let mut usage = run.usage;
+    if claim.resumed {
+        // Spec §5.4: after a restart (or a lost lease) the run first says it resumed.
+        let event = run_event(
+            &run,
+            EventType::RunStatus,
+            paddock_protocol::event::payload::run_status(
+                &run.id,
+                run.thread_id.as_deref(),
+                run_status::RUNNING,
+                &run.trigger,
+                run.automation_id.as_deref(),
+                Some("resumed"),
+                None,
+                None,
+            ),
+        );
+        let guard = rt.bus.lock(&run.deployment_id).await;
+        let stored = rt
+            .store
+            .append_run_events(lease, vec![event], now_unix())
+            .await?;
+        guard.publish(&stored);
+    }
+    // The calls of the latest recorded response come first: after a restart, after an
+    // answered steering request. A new run has none.
+    if let Flow::Paused = run_calls(rt, lease, signals).await? {
+        return Ok(());
     }
     loop {
-        if cancel.is_cancelled() {
+        if signals.stopping() {
             return Err(Stop::Quiet);
         }
-        let ctx = rt.store.begin_step(run_id, now_unix()).await?;
+        let ctx = rt.store.begin_step(lease, now_unix()).await?;
         let run = ctx.run;
         if run.step > rt.settings.max_steps {
             return Err(Stop::Fail(
@@ -82,7 +150,7 @@ async fn run_loop(
             .models
             .resolve(&run.config.model)
             .map_err(|e| Stop::Fail("model_error", e.to_string()))?;
-        let tools: Vec<_> = rt.tools.iter().map(|t| t.spec()).collect();
+        let tools: Vec<_> = rt.tools_for(&run.config).map(|t| t.spec()).collect();
         let tool_names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
         let request = ModelRequest {
             model: model_name,
@@ -92,7 +160,7 @@ async fn run_loop(
             max_output_tokens: rt.settings.max_output_tokens,
         };
 
-        let response = call_model(rt, &run, provider.as_ref(), request, cancel).await?;
+        let response = call_model(rt, lease, &run, provider.as_ref(), request, signals).await?;
         rt.observe_usage(
             &run.config.model,
             response.usage.input_tokens,
@@ -100,6 +168,11 @@ async fn run_loop(
         );
         usage.input_tokens += response.usage.input_tokens;
         usage.output_tokens += response.usage.output_tokens;
+        // Spec §16.1: priced from the model's facts; the store debits the account.
+        usage.credits += rt
+            .models
+            .model_info(&run.config.model)
+            .price(response.usage.input_tokens, response.usage.output_tokens);
 
         let calls: Vec<ToolCall> = response
             .tool_calls
@@ -124,6 +197,7 @@ async fn run_loop(
                 }),
             ));
         }
+        // Every call is reported before any gate or execution (spec §7.4).
         for c in &calls {
             events.push(run_event(
                 &run,
@@ -135,7 +209,6 @@ async fn run_loop(
             ));
         }
         let record = ModelResponse {
-            run_id: run.id.clone(),
             step: run.step,
             item: serde_json::to_value(Item::Assistant {
                 text: response.text,
@@ -158,13 +231,13 @@ async fn run_loop(
         };
         {
             let guard = rt.bus.lock(&run.deployment_id).await;
-            let stored = rt.store.record_model_response(record).await?;
+            let stored = rt.store.record_model_response(lease, record).await?;
             guard.publish(&stored);
         }
 
         if calls.is_empty() {
             let guard = rt.bus.lock(&run.deployment_id).await;
-            match rt.store.complete_run(&run.id, usage, now_unix()).await? {
+            match rt.store.complete_run(lease, usage, now_unix()).await? {
                 Some(events) => {
                     guard.publish(&events);
                     return Ok(());
@@ -173,91 +246,171 @@ async fn run_loop(
                 None => continue,
             }
         }
-        for call in calls {
-            execute_call(
-                rt,
-                &run,
-                run.step,
-                &call.id,
-                &call.name,
-                &call.arguments,
-                cancel,
-            )
-            .await?;
+        if let Flow::Paused = run_calls(rt, lease, signals).await? {
+            return Ok(());
         }
     }
 }
 
-/// After a restart: calls recorded but never started run now; calls that started without a
-/// recorded result are repeated only when harmless, otherwise the model is told they were
-/// interrupted (spec §5.4).
-async fn finish_interrupted_calls(
-    rt: &Runtime,
-    run_id: &str,
-    cancel: &CancellationToken,
-) -> Result<(), Stop> {
-    let ctx = rt.store.step_context(run_id).await?;
+/// Gives every unfinished call of the latest response a result, one at a time and in order
+/// (spec §6.1), from the store's view of them:
+///
+/// - answered (its steering request resolved): executed if approved, else the decision is its
+///   result; after a rejected or redirected `tool_call` the rest are skipped (spec §6.3);
+/// - pending: gated by policy and `request_approval`; the first gated call pauses the run
+///   (later ones wait with it), otherwise it executes;
+/// - started without a result (the process stopped during it): repeated only if the tool says
+///   that is harmless (`read_file`), otherwise the model is told it was interrupted (§5.4).
+async fn run_calls(rt: &Runtime, lease: &Lease, signals: &Signals) -> Result<Flow, Stop> {
+    let ctx = rt.store.step_context(&lease.run_id).await?;
+    let run = ctx.run;
+    if run.status != run_status::RUNNING {
+        return Err(Stop::Quiet);
+    }
+    let mut skip_rest = false;
     for call in ctx.unfinished_calls {
-        let ToolCallRecord {
-            id,
-            tool,
-            arguments,
-            state,
-            step,
-            ..
-        } = call;
-        let repeatable = rt
-            .tools
+        let output = if skip_rest {
+            Some(steering::skipped())
+        } else if call.state == "started" {
+            let repeatable = rt
+                .tool(&run.config, &call.tool)
+                .is_some_and(|t| t.safe_to_repeat());
+            if repeatable {
+                None
+            } else {
+                Some(ToolOutput {
+                    result: json!({
+                        "error": "interrupted",
+                        "message": "The server stopped while this tool call was running; it may or may not have taken effect.",
+                    }),
+                    is_error: true,
+                })
+            }
+        } else if let Some(record) = ctx
+            .steering
             .iter()
-            .any(|t| t.name() == tool && t.safe_to_repeat());
-        if state == "started" && !repeatable {
-            let output = ToolOutput {
-                result: json!({
-                    "error": "interrupted",
-                    "message": "The server restarted while this tool call was running; it may or may not have taken effect.",
-                }),
-                is_error: true,
-            };
-            record_result(rt, &ctx.run, step, &id, &tool, output).await?;
+            .find(|r| r.request.call_id == call.id && r.decision.is_some())
+        {
+            match steering::answered(record) {
+                Some(steering::Answered::Execute) => None,
+                Some(steering::Answered::Result {
+                    output,
+                    skip_rest: s,
+                }) => {
+                    skip_rest = s;
+                    Some(output)
+                }
+                // Cancelled or timed out: the run has ended.
+                None => return Err(Stop::Quiet),
+            }
         } else {
-            execute_call(rt, &ctx.run, step, &id, &tool, &arguments, cancel).await?;
+            match steering::gate(
+                &run.config,
+                &call,
+                rt.tool(&run.config, &call.tool),
+                now_unix(),
+            ) {
+                Gate::Allow => None,
+                Gate::Refuse(output) => Some(output),
+                Gate::Ask(request) => {
+                    pause(rt, lease, &run, request).await?;
+                    return Ok(Flow::Paused);
+                }
+            }
+        };
+        match output {
+            Some(output) => {
+                record_result(rt, lease, &run, call.step, &call.id, &call.tool, output).await?
+            }
+            None => execute_call(rt, lease, &run, &call, signals).await?,
         }
     }
+    Ok(Flow::Continue)
+}
+
+/// Pauses the run on `request` (spec §6.2 order: the call's `tool_call` is already out, then
+/// `steering_request`, then `run_status` `waiting_on_human`). The lease is released with it;
+/// nothing of the run stays in memory.
+async fn pause(
+    rt: &Runtime,
+    lease: &Lease,
+    run: &RunRecord,
+    request: SteeringRequest,
+) -> Result<(), Stop> {
+    let events = vec![
+        run_event(
+            run,
+            EventType::SteeringRequest,
+            paddock_protocol::event::payload::steering_request(
+                &run.id,
+                run.thread_id.as_deref(),
+                &request,
+            ),
+        ),
+        run_event(
+            run,
+            EventType::RunStatus,
+            paddock_protocol::event::payload::run_status(
+                &run.id,
+                run.thread_id.as_deref(),
+                run_status::WAITING,
+                &run.trigger,
+                run.automation_id.as_deref(),
+                None,
+                None,
+                None,
+            ),
+        ),
+    ];
+    let guard = rt.bus.lock(&run.deployment_id).await;
+    let stored = rt
+        .store
+        .pause_run(
+            lease,
+            PauseRun {
+                request,
+                events,
+                now: now_unix(),
+            },
+        )
+        .await?;
+    guard.publish(&stored);
     Ok(())
 }
 
 async fn execute_call(
     rt: &Runtime,
+    lease: &Lease,
     run: &RunRecord,
-    step: i64,
-    call_id: &str,
-    name: &str,
-    arguments: &Value,
-    cancel: &CancellationToken,
+    call: &ToolCallRecord,
+    signals: &Signals,
 ) -> Result<(), Stop> {
-    if cancel.is_cancelled() {
+    if signals.stopping() {
         return Err(Stop::Quiet);
     }
-    // Marks the call started inside a transaction that checks the run is still running, so no
-    // call starts after a cancel has been answered.
-    rt.store.start_tool_call(&run.id, call_id).await?;
-    let output = match rt.tools.iter().find(|t| t.name() == name) {
+    // Marks the call started inside a transaction that checks the run is still running and
+    // still this node's, so no call starts after a cancel has been answered (spec §5.3).
+    rt.store.start_tool_call(lease, &call.id).await?;
+    let output = match rt.tool(&run.config, &call.tool) {
         Some(tool) => {
             let ctx = ToolContext {
                 workspace: rt.workspace(&run.deployment_id),
             };
+            // A graceful stop lets the call finish (its result is recorded); only an abort
+            // abandons it.
             tokio::select! {
-                out = tool.call(&ctx, arguments) => out,
-                () = cancel.cancelled() => return Err(Stop::Quiet),
+                out = tool.call(&ctx, &call.arguments) => out,
+                () = signals.abort.cancelled() => return Err(Stop::Quiet),
             }
         }
-        None => ToolOutput::error(format!("unknown or unavailable tool `{name}`")),
+        None => ToolOutput::error(format!("unknown or unavailable tool `{}`", call.tool)),
     };
-    record_result(rt, run, step, call_id, name, output).await
+    record_result(rt, lease, run, call.step, &call.id, &call.tool, output).await
 }
 
 async fn record_result(
     rt: &Runtime,
+    lease: &Lease,
     run: &RunRecord,
     step: i64,
     call_id: &str,
@@ -295,7 +448,7 @@ async fn record_result(
     let stored = rt
         .store
         .finish_tool_call(
-            &run.id,
+            lease,
             call_id,
             ToolCallOutcome {
                 result: output.result,
@@ -330,25 +483,28 @@ struct Response {
 /// failures with exponential backoff within the configured window.
 async fn call_model(
     rt: &Runtime,
+    lease: &Lease,
     run: &RunRecord,
     provider: &dyn paddock_model::ModelProvider,
     request: ModelRequest,
-    cancel: &CancellationToken,
+    signals: &Signals,
 ) -> Result<Response, Stop> {
     let deadline = Instant::now() + rt.settings.model_retry_window;
     let mut backoff = Duration::from_millis(500);
     loop {
-        match stream_once(rt, run, provider, request.clone(), cancel).await {
+        match stream_once(rt, lease, run, provider, request.clone(), signals).await {
             Ok(r) => return Ok(r),
             Err(Attempt::Stop(s)) => return Err(s),
             Err(Attempt::Model(e)) => {
-                if !e.is_retryable() || Instant::now() + backoff > deadline {
+                // Never sooner than the provider asked (`retry-after`).
+                let wait = e.retry_after().map_or(backoff, |after| after.max(backoff));
+                if !e.is_retryable() || Instant::now() + wait > deadline {
                     return Err(Stop::Fail("model_error", e.to_string()));
                 }
-                tracing::warn!(run_id = %run.id, error = %e, "model call failed; retrying");
+                tracing::warn!(run_id = %run.id, error = %e, ?wait, "model call failed; retrying");
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = cancel.cancelled() => return Err(Stop::Quiet),
+                    () = tokio::time::sleep(wait) => {}
+                    () = signals.stopped() => return Err(Stop::Quiet),
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -369,14 +525,16 @@ impl From<StoreError> for Attempt {
 
 async fn stream_once(
     rt: &Runtime,
+    lease: &Lease,
     run: &RunRecord,
     provider: &dyn paddock_model::ModelProvider,
     request: ModelRequest,
-    cancel: &CancellationToken,
+    signals: &Signals,
 ) -> Result<Response, Attempt> {
+    // An abandoned call is never recorded, so a resume redoes it under the same step.
     let mut stream = tokio::select! {
         s = provider.stream(request) => s.map_err(Attempt::Model)?,
-        () = cancel.cancelled() => return Err(Attempt::Stop(Stop::Quiet)),
+        () = signals.stopped() => return Err(Attempt::Stop(Stop::Quiet)),
     };
     let mut text = String::new();
     let mut pending = String::new();
@@ -387,9 +545,9 @@ async fn stream_once(
     loop {
         let next = tokio::select! {
             n = stream.next() => n,
-            () = cancel.cancelled() => return Err(Attempt::Stop(Stop::Quiet)),
+            () = signals.stopped() => return Err(Attempt::Stop(Stop::Quiet)),
             () = sleep_until(flush_at) => {
-                flush_tokens(rt, run, &mut pending).await?;
+                flush_tokens(rt, lease, run, &mut pending).await?;
                 flush_at = None;
                 continue;
             }
@@ -409,13 +567,13 @@ async fn stream_once(
             }
             Some(Ok(ModelEvent::Finished)) => finished = true,
             Some(Err(e)) => {
-                flush_tokens(rt, run, &mut pending).await?;
+                flush_tokens(rt, lease, run, &mut pending).await?;
                 return Err(Attempt::Model(e));
             }
             None => break,
         }
     }
-    flush_tokens(rt, run, &mut pending).await?;
+    flush_tokens(rt, lease, run, &mut pending).await?;
     if !finished {
         return Err(Attempt::Model(ModelError::Transport(
             "the model's stream ended before the response was complete".to_owned(),
@@ -435,7 +593,12 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn flush_tokens(rt: &Runtime, run: &RunRecord, pending: &mut String) -> Result<(), Attempt> {
+async fn flush_tokens(
+    rt: &Runtime,
+    lease: &Lease,
+    run: &RunRecord,
+    pending: &mut String,
+) -> Result<(), Attempt> {
     if pending.is_empty() {
         return Ok(());
     }
@@ -448,7 +611,7 @@ async fn flush_tokens(rt: &Runtime, run: &RunRecord, pending: &mut String) -> Re
     let guard = rt.bus.lock(&run.deployment_id).await;
     let stored = rt
         .store
-        .append_run_events(&run.id, vec![event], now_unix())
+        .append_run_events(lease, vec![event], now_unix())
         .await?;
     guard.publish(&stored);
     Ok(())

@@ -1,4 +1,10 @@
-//! The runtime: which runs are executing on this node, and how they start, stop and resume.
+//! The runtime: this node's worker, which claims runnable runs from the store with a lease and
+//! drives them; the heartbeat that keeps the leases; cancel, answers and shutdown.
+//!
+//! Nothing starts a run directly. Accepting a message (or an answer) makes a run runnable in
+//! the store and wakes the worker; the worker claims what is runnable (new runs, answered runs,
+//! runs whose lease expired because their node died) up to its capacity and spawns one task per
+//! run. A run waiting on a human has no task and no lease: its state is in the store only.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -6,20 +12,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paddock_model::ProviderRegistry;
-use paddock_protocol::event::payload;
 use paddock_protocol::time::now_unix;
-use paddock_protocol::{ErrorInfo, EventType, run_status};
-use paddock_store::{FailOutcome, NewEvent, RunRecord, Store, StoreError};
+use paddock_protocol::{DeploymentConfig, ErrorInfo};
+use paddock_store::{
+    AnswerOutcome, ClaimedRun, FailOutcome, RunRecord, SteeringAnswer, Store, StoreError,
+};
 use serde_json::json;
 use thiserror::Error;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::EventBus;
+use crate::runner::Signals;
 use crate::tools::{Tool, builtin_tools};
 use crate::workspace::Workspace;
 
-/// Knobs of the run loop, from the server configuration.
+/// Knobs of the run loop and the worker, from the server configuration.
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
     /// Where deployments' workspaces live (`<data_dir>/workspaces`).
@@ -32,6 +41,24 @@ pub struct RuntimeSettings {
     pub max_output_tokens: Option<u32>,
     /// Window within which consecutive token deltas are merged into one event.
     pub token_coalesce: Duration,
+    /// This node's id: the owner written on the leases it takes. Stable across restarts of the
+    /// node, so a restart takes back its runs at once; unique among live nodes.
+    pub node_id: String,
+    /// How long a lease lasts without renewal. A node that dies keeps its runs this long
+    /// before other nodes may take them over.
+    pub lease_duration: Duration,
+    /// How often the node renews its leases (well below `lease_duration`).
+    pub heartbeat_interval: Duration,
+    /// How often the worker looks for runnable runs when nothing woke it: runs made runnable on
+    /// another node, leases that expired, steering requests past the timeout.
+    pub claim_poll_interval: Duration,
+    /// Runs this node drives at once; more runnable runs wait in the store.
+    pub max_concurrent_runs: usize,
+    /// Steering requests unanswered this long end their run with `steering_timeout`; `None`
+    /// (the default) waits forever (spec §6.5).
+    pub steering_timeout: Option<Duration>,
+    /// How long a graceful stop waits for runs to reach a checkpoint before abandoning them.
+    pub park_timeout: Duration,
 }
 
 impl Default for RuntimeSettings {
@@ -42,6 +69,13 @@ impl Default for RuntimeSettings {
             model_retry_window: Duration::from_secs(600),
             max_output_tokens: None,
             token_coalesce: Duration::from_millis(100),
+            node_id: "node_local".to_owned(),
+            lease_duration: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            claim_poll_interval: Duration::from_secs(1),
+            max_concurrent_runs: 256,
+            steering_timeout: None,
+            park_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -57,20 +91,59 @@ pub enum CancelError {
     Store(StoreError),
 }
 
-/// Executes runs on this node. Shared (`Arc`) by the HTTP layer and the run tasks.
+/// Executes runs on this node. Shared (`Arc`) by the HTTP layer, the worker and the run tasks.
 pub struct Runtime {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) models: Arc<ProviderRegistry>,
     pub(crate) bus: Arc<EventBus>,
     pub(crate) settings: RuntimeSettings,
     pub(crate) tools: Vec<Box<dyn Tool>>,
-    running: Mutex<HashMap<String, CancellationToken>>,
+    /// The runs this node's tasks are driving, with the signals that stop them.
+    running: Mutex<HashMap<String, Signals>>,
+    /// Claims of runs whose previous task has not quite ended (it paused, then the answer came
+    /// and the run was claimed again): started when that task ends.
+    deferred: Mutex<HashMap<String, ClaimedRun>>,
     tasks: TaskTracker,
+    /// The worker and heartbeat loops.
+    loops: TaskTracker,
+    /// Stops the loops.
+    stop: CancellationToken,
+    /// Wakes the worker: something became runnable, or a slot became free.
+    wake: Notify,
     usage_observer: std::sync::OnceLock<UsageObserver>,
 }
 
 /// Sees the token counts of every model call: provider name, input tokens, output tokens.
 pub type UsageObserver = Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Removes a run from the running map when its task ends (even by panic), starts a claim of
+/// the same run that arrived meanwhile, and wakes the worker for the free slot.
+struct Finished {
+    rt: Arc<Runtime>,
+    run_id: String,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let deferred = {
+            let mut running = self.rt.running.lock().unwrap_or_else(|p| p.into_inner());
+            running.remove(&self.run_id);
+            self.rt
+                .deferred
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.run_id)
+        };
+        if let Some(claim) = deferred {
+            self.rt.spawn(claim);
+        }
+        self.rt.wake();
+    }
+}
 
 impl Runtime {
     pub fn new(
@@ -85,7 +158,11 @@ impl Runtime {
             settings,
             tools: builtin_tools(),
             running: Mutex::new(HashMap::new()),
+            deferred: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
+            loops: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            wake: Notify::new(),
             usage_observer: std::sync::OnceLock::new(),
         })
     }
@@ -111,6 +188,26 @@ impl Runtime {
         Workspace::new(self.settings.workspaces_dir.join(deployment_id))
     }
 
+    /// The tools offered to a run with this configuration, in the model's order.
+    pub(crate) fn tools_for<'a>(
+        &'a self,
+        config: &'a DeploymentConfig,
+    ) -> impl Iterator<Item = &'a dyn Tool> + 'a {
+        self.tools
+            .iter()
+            .map(|t| t.as_ref())
+            .filter(move |t| t.available(config))
+    }
+
+    /// The tool a run with this configuration calls `name`, if it is offered.
+    pub(crate) fn tool<'a>(
+        &'a self,
+        config: &'a DeploymentConfig,
+        name: &str,
+    ) -> Option<&'a dyn Tool> {
+        self.tools_for(config).find(|t| t.name() == name)
+    }
+
     /// Installs the observer of model-call token counts (metrics); only the first call counts.
     pub fn set_usage_observer(&self, observer: UsageObserver) {
         let _ = self.usage_observer.set(observer);
@@ -123,74 +220,177 @@ impl Runtime {
         }
     }
 
-    /// Number of runs executing on this node.
+    /// Number of runs this node is driving (a run waiting on a human is not one of them).
     pub fn active_runs(&self) -> usize {
         self.running.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Starts executing a run that the store has in `running`.
-    pub fn start(self: &Arc<Self>, run_id: String) {
-        self.spawn(run_id, false);
+    /// Starts this node's worker and heartbeat. First gives back the leases an earlier process
+    /// of this node held (it is dead: this is its restart), so its runs resume at once.
+    pub async fn start_workers(self: &Arc<Self>) -> Result<(), StoreError> {
+        let released = self.store.release_leases(&self.settings.node_id).await?;
+        if released > 0 {
+            tracing::info!(
+                runs = released,
+                "taking back the runs of this node's previous process"
+            );
+        }
+        let rt = self.clone();
+        self.loops.spawn(async move { rt.worker_loop().await });
+        let rt = self.clone();
+        self.loops.spawn(async move { rt.heartbeat_loop().await });
+        Ok(())
     }
 
-    fn spawn(self: &Arc<Self>, run_id: String, resumed: bool) {
-        let token = CancellationToken::new();
-        {
-            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            if running.contains_key(&run_id) {
+    /// Tells the worker that a run may have become runnable (a message was accepted, a
+    /// steering request answered).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    async fn worker_loop(self: Arc<Self>) {
+        loop {
+            if self.stop.is_cancelled() {
                 return;
             }
-            running.insert(run_id.clone(), token.clone());
+            if let Err(e) = self.claim_and_spawn().await {
+                tracing::warn!(error = %e, "could not claim runnable runs");
+            }
+            if let Err(e) = self.expire_overdue_steering().await {
+                tracing::warn!(error = %e, "could not expire steering requests");
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.settings.claim_poll_interval) => {}
+                () = self.stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Claims runnable runs up to the free capacity and starts a task for each.
+    async fn claim_and_spawn(self: &Arc<Self>) -> Result<(), StoreError> {
+        let free = self
+            .settings
+            .max_concurrent_runs
+            .saturating_sub(self.active_runs());
+        if free == 0 {
+            return Ok(());
+        }
+        let now = now_unix();
+        let claimed = self
+            .store
+            .claim_runnable_runs(
+                &self.settings.node_id,
+                u32::try_from(free).unwrap_or(u32::MAX),
+                now,
+                now.saturating_add(secs(self.settings.lease_duration)),
+            )
+            .await?;
+        for claim in claimed {
+            self.spawn(claim);
+        }
+        Ok(())
+    }
+
+    fn spawn(self: &Arc<Self>, claim: ClaimedRun) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let signals = Signals::default();
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            // Claimed again while its task is still ending (it just paused and the answer came
+            // at once, or its lease lapsed): this claim starts when that task ends.
+            if running.contains_key(&claim.run.id) {
+                self.deferred
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(claim.run.id.clone(), claim);
+                return;
+            }
+            running.insert(claim.run.id.clone(), signals.clone());
         }
         let rt = self.clone();
         self.tasks.spawn(async move {
-            crate::runner::drive(&rt, &run_id, resumed, &token).await;
-            rt.running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&run_id);
+            let _finished = Finished {
+                rt: rt.clone(),
+                run_id: claim.run.id.clone(),
+            };
+            crate::runner::drive(&rt, claim, &signals).await;
         });
     }
 
-    /// Resumes every run the store has in `running` (after a restart): each gets a
-    /// `run_status` `running` with `reason: "resumed"` and continues from its checkpoint.
-    pub async fn resume_all(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let runs = self.store.running_runs().await?;
-        let n = runs.len();
-        for run in runs {
-            let event = NewEvent {
-                kind: EventType::RunStatus,
-                thread_id: run.thread_id.clone(),
-                run_id: Some(run.id.clone()),
-                data: payload::run_status(
-                    &run.id,
-                    run.thread_id.as_deref(),
-                    run_status::RUNNING,
-                    &run.trigger,
-                    run.automation_id.as_deref(),
-                    Some("resumed"),
-                    None,
-                    None,
-                ),
-            };
-            let guard = self.bus.lock(&run.deployment_id).await;
-            match self
-                .store
-                .append_run_events(&run.id, vec![event], now_unix())
-                .await
-            {
-                Ok(events) => guard.publish(&events),
-                Err(StoreError::RunFinished) => continue,
-                Err(e) => return Err(e),
+    /// Renews this node's leases; a run that is no longer this node's (another node took it
+    /// over, or it ended elsewhere) is stopped here.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.heartbeat_interval) => {}
+                () = self.stop.cancelled() => return,
             }
-            drop(guard);
-            self.spawn(run.id, true);
+            // Snapshot first: a run claimed after it is renewed by the next beat.
+            let snapshot: Vec<(String, Signals)> = self
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(id, s)| (id.clone(), s.clone()))
+                .collect();
+            let until = now_unix().saturating_add(secs(self.settings.lease_duration));
+            match self.store.renew_leases(&self.settings.node_id, until).await {
+                Ok(held) => {
+                    for (run_id, signals) in snapshot {
+                        if !held.contains(&run_id) {
+                            tracing::info!(%run_id, "run is no longer this node's; stopping it");
+                            signals.abort.cancel();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not renew leases"),
+            }
         }
-        Ok(n)
+    }
+
+    /// Ends runs whose steering request went unanswered past the steering timeout (spec §6.5).
+    async fn expire_overdue_steering(&self) -> Result<(), StoreError> {
+        let Some(timeout) = self.settings.steering_timeout else {
+            return Ok(());
+        };
+        let now = now_unix();
+        let cutoff = now.saturating_sub(secs(timeout));
+        for due in self.store.overdue_steering(cutoff, 100).await? {
+            let guard = self.bus.lock(&due.deployment_id).await;
+            if let Some(events) = self
+                .store
+                .expire_steering(&due.run_id, &due.request_id, cutoff, now)
+                .await?
+            {
+                guard.publish(&events);
+                tracing::info!(run_id = %due.run_id, "steering request timed out");
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a waiting run's steering request through the endpoint (spec §6.4); on success
+    /// the run is runnable again and the worker is woken to continue it.
+    pub async fn answer_steering(
+        &self,
+        answer: SteeringAnswer,
+    ) -> Result<AnswerOutcome, StoreError> {
+        let guard = self.bus.lock(&answer.deployment_id).await;
+        let outcome = self.store.answer_steering(answer).await?;
+        if let AnswerOutcome::Resolved(_, events) = &outcome {
+            guard.publish(events);
+            drop(guard);
+            self.wake();
+        }
+        Ok(outcome)
     }
 
     /// Cancels a run (spec §5.3): ends it in `error`/`cancelled`, resolves its unfinished tool
-    /// calls, and stops its task. Cancelling a cancelled run changes nothing.
+    /// calls and a pending steering request, and stops its task on this node (another node's
+    /// task stops at its next write or heartbeat). Cancelling a cancelled run changes nothing.
     pub async fn cancel(
         &self,
         deployment_id: &str,
@@ -229,7 +429,7 @@ impl Runtime {
         Ok(run)
     }
 
-    /// Ends a run in `error` with `code` (used by the loop and by deletion).
+    /// Ends a run in `error` with `code` (used by the loop).
     pub(crate) async fn fail(&self, run: &RunRecord, code: &str, message: String) {
         let error = ErrorInfo {
             code: code.to_owned(),
@@ -249,13 +449,13 @@ impl Runtime {
     }
 
     fn stop_task(&self, run_id: &str) {
-        if let Some(t) = self
+        if let Some(s) = self
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(run_id)
         {
-            t.cancel();
+            s.abort.cancel();
         }
     }
 
@@ -266,16 +466,45 @@ impl Runtime {
         }
     }
 
-    /// Graceful shutdown: stops every run task at its next await point without ending the run,
-    /// so the next start resumes it from its checkpoint; waits for the tasks to finish.
+    /// Graceful stop: the worker claims nothing more; every run task stops at its next
+    /// checkpoint without ending its run (an executing tool call finishes and is recorded; the
+    /// model call in flight is abandoned and will be redone); after `park_timeout` the rest
+    /// are abandoned. Then this node's leases are released, so the next start (or another
+    /// node) resumes the runs at once.
     pub async fn shutdown(&self) {
-        {
-            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            for t in running.values() {
-                t.cancel();
-            }
+        self.stop.cancel();
+        self.loops.close();
+        self.loops.wait().await;
+        let signals: Vec<Signals> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in &signals {
+            s.park.cancel();
         }
         self.tasks.close();
-        self.tasks.wait().await;
+        if tokio::time::timeout(self.settings.park_timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("runs did not reach a checkpoint in time; abandoning them");
+            for s in self
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+            {
+                s.abort.cancel();
+            }
+            self.tasks.wait().await;
+        }
+        match self.store.release_leases(&self.settings.node_id).await {
+            Ok(n) if n > 0 => tracing::info!(runs = n, "released leases for the next start"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not release leases"),
+        }
     }
 }

@@ -54,8 +54,16 @@ pub struct ModelRequest {
 /// Token counts of one model call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Every input token the model read, cached or not.
     pub input_tokens: u64,
+    /// Generated tokens, including any hidden reasoning the vendor bills as output.
     pub output_tokens: u64,
+    /// Of `input_tokens`, those read from the vendor's prompt cache.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Of `input_tokens`, those written to the vendor's prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
 }
 
 /// What a provider's stream yields, already normalised.

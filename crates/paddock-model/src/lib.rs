@@ -5,8 +5,12 @@
 //! never sees an OpenAI or llama.cpp type, so a deployment can switch `model` between runs
 //! without losing its history.
 
+pub mod anthropic;
 mod canonical;
+pub mod catalog;
 mod error;
+pub mod google;
+mod http;
 pub mod openai;
 mod provider;
 mod registry;
@@ -16,6 +20,10 @@ pub mod local;
 pub mod pull;
 
 pub use canonical::{Item, ModelEvent, ModelRequest, ToolCall, ToolSpec, Usage};
+pub use catalog::ModelInfo;
 pub use error::ModelError;
 pub use provider::{ModelProvider, ModelStream};
-pub use registry::{ProviderConfig, ProviderKind, ProviderRegistry, RegistryError};
+pub use registry::{
+    ModelOverrides, ProviderConfig, ProviderKind, ProviderRegistry, RegistryError,
+    builtin_providers,
+};

@@ -1,32 +1,21 @@
 //! OpenAI Chat Completions (streaming, tool calls), usable for any compatible endpoint.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::error::Error as _;
-use std::time::Duration;
 
-use eventsource_stream::{Event, EventStreamError, Eventsource};
-use futures::{Stream, StreamExt};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use eventsource_stream::Event;
+use reqwest::header::AUTHORIZATION;
 use serde_json::{Map, Value, json};
 
+use crate::http::{self, Endpoint, ErrorFormat};
 use crate::{
     Item, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream, ToolCall, ToolSpec,
     Usage,
 };
 
-/// How long establishing a connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the provider may stay silent (before the headers or between chunks). Generous
-/// because a slow model can think for a while before its first token.
-const READ_TIMEOUT: Duration = Duration::from_secs(120);
-/// How much of an unparseable error body is quoted in a [`ModelError`].
-const MAX_QUOTED_BODY: usize = 500;
-
 /// A client for one Chat Completions endpoint.
 pub struct OpenAiProvider {
-    client: reqwest::Client,
+    endpoint: Endpoint,
     url: reqwest::Url,
-    headers: HeaderMap,
 }
 
 impl OpenAiProvider {
@@ -39,46 +28,18 @@ impl OpenAiProvider {
         api_key: Option<String>,
         headers: &BTreeMap<String, String>,
     ) -> Result<Self, ModelError> {
-        let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
-        let url = reqwest::Url::parse(&url).map_err(|e| {
-            ModelError::NotConfigured(format!("invalid base URL `{base_url}`: {e}"))
-        })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ModelError::NotConfigured(format!(
-                "base URL `{base_url}` must use http or https"
-            )));
-        }
-
-        let mut header_map = HeaderMap::new();
-        if let Some(key) = api_key {
-            let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                ModelError::NotConfigured(
-                    "the API key contains characters not allowed in an HTTP header".to_owned(),
-                )
-            })?;
-            value.set_sensitive(true);
-            header_map.insert(AUTHORIZATION, value);
-        }
-        for (name, value) in headers {
-            let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                ModelError::NotConfigured(format!("invalid HTTP header name `{name}`"))
-            })?;
-            let header_value = HeaderValue::from_str(value).map_err(|_| {
-                ModelError::NotConfigured(format!("invalid value for HTTP header `{name}`"))
-            })?;
-            header_map.insert(header_name, header_value);
-        }
-
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .build()
-            .map_err(|e| ModelError::NotConfigured(format!("cannot build HTTP client: {e}")))?;
-        Ok(Self {
-            client,
-            url,
-            headers: header_map,
-        })
+        let url = http::endpoint_url(base_url, "/chat/completions")?;
+        let endpoint = Endpoint::new(
+            "openai",
+            ErrorFormat {
+                message: http::generic_error_message,
+                retry_after: http::no_body_retry_after,
+            },
+            api_key.map(|key| (AUTHORIZATION, format!("Bearer {key}"))),
+            &[],
+            headers,
+        )?;
+        Ok(Self { endpoint, url })
     }
 }
 
@@ -93,47 +54,9 @@ impl ModelProvider for OpenAiProvider {
             tools = request.tools.len(),
             "starting chat completion"
         );
-        let response = self
-            .client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(&body)
-            .send()
+        self.endpoint
+            .stream(self.url.clone(), &body, Decoder::new())
             .await
-            .map_err(transport_error)?;
-
-        let status = response.status();
-        if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            let message = error_message(&text)
-                .or_else(|| status.canonical_reason().map(str::to_owned))
-                .unwrap_or_else(|| "no error message".to_owned());
-            tracing::warn!(status = status.as_u16(), %message, "chat completion failed");
-            return Err(ModelError::Status {
-                status: status.as_u16(),
-                message,
-            });
-        }
-
-        // A compatible server that ignores `stream: true` (or a proxy answering with an HTML
-        // page) would otherwise look like an empty, cut-off stream and be retried forever.
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if !content_type.is_empty() && !content_type.starts_with("text/event-stream") {
-            let text = response.text().await.unwrap_or_default();
-            return Err(ModelError::Protocol(format!(
-                "expected an event stream, got `{content_type}`: {}",
-                truncate(&text)
-            )));
-        }
-
-        let events = Box::pin(response.bytes_stream().eventsource());
-        Ok(Box::pin(decode(events)))
     }
 }
 
@@ -200,6 +123,36 @@ fn request_body(request: &ModelRequest) -> Value {
     Value::Object(body)
 }
 
+/// An `error` object inside a stream: OpenAI's `{"message", "type", "code"}`, or the
+/// `{"code": 502, "message"}` of OpenRouter and others, where `code` is an HTTP status.
+fn stream_error(error: &Value) -> ModelError {
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.to_string());
+    let kind = error
+        .get("type")
+        .or_else(|| error.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("error")
+        .to_owned();
+    let status = error
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .or(match kind.as_str() {
+            "server_error" => Some(500),
+            "rate_limit_exceeded" | "rate_limit_error" => Some(429),
+            _ => None,
+        });
+    ModelError::StreamError {
+        kind,
+        status,
+        message,
+    }
+}
+
 fn tool_json(tool: &ToolSpec) -> Value {
     json!({
         "type": "function",
@@ -209,53 +162,6 @@ fn tool_json(tool: &ToolSpec) -> Value {
             "parameters": tool.parameters,
         },
     })
-}
-
-/// Pulls the human-readable message out of an error body: OpenAI's
-/// `{"error": {"message": …}}`, the `{"error": "…"}` or `{"message": …}` some compatible servers
-/// send, or else the (truncated) body itself.
-fn error_message(body: &str) -> Option<String> {
-    let body = body.trim();
-    if body.is_empty() {
-        return None;
-    }
-    if let Ok(json) = serde_json::from_str::<Value>(body) {
-        let found = json
-            .pointer("/error/message")
-            .or_else(|| json.get("error").filter(|e| e.is_string()))
-            .or_else(|| json.get("message"))
-            .or_else(|| json.get("detail"))
-            .and_then(Value::as_str);
-        if let Some(message) = found {
-            return Some(message.to_owned());
-        }
-    }
-    Some(truncate(body))
-}
-
-fn truncate(text: &str) -> String {
-    match text.char_indices().nth(MAX_QUOTED_BODY) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
-
-/// Describes a reqwest failure with its causes: reqwest's own message ("error sending
-/// request") rarely says what went wrong.
-fn transport_error(error: reqwest::Error) -> ModelError {
-    let mut message = if error.is_timeout() {
-        format!("timed out: {error}")
-    } else {
-        error.to_string()
-    };
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    tracing::warn!(%message, "chat completion transport error");
-    ModelError::Transport(message)
 }
 
 /// A tool call whose fragments are still arriving.
@@ -288,27 +194,21 @@ impl Decoder {
 
     /// Handles one `data:` payload (other than `[DONE]`), appending events to `out`.
     fn chunk(&mut self, data: &str, out: &mut VecDeque<ModelEvent>) -> Result<(), ModelError> {
-        let chunk: Value = serde_json::from_str(data).map_err(|e| {
-            ModelError::Protocol(format!(
-                "stream chunk is not JSON ({e}): {}",
-                truncate(data)
-            ))
-        })?;
+        let chunk = http::parse_json(data)?;
         if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| error.to_string());
-            return Err(ModelError::Protocol(format!(
-                "provider reported an error mid-stream: {message}"
-            )));
+            return Err(stream_error(error));
         }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
             let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+            let cached = usage
+                .pointer("/prompt_tokens_details/cached_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
             self.usage = Some(Usage {
                 input_tokens: count("prompt_tokens"),
                 output_tokens: count("completion_tokens"),
+                cache_read_tokens: cached,
+                cache_write_tokens: 0,
             });
         }
         // Paddock always asks for one choice (`n` unset), so only the first is read.
@@ -386,29 +286,7 @@ impl Decoder {
                     "tool call #{index} has no function name"
                 )));
             }
-            let raw = call.arguments.trim();
-            let arguments = if raw.is_empty() {
-                Value::Object(Map::new())
-            } else {
-                serde_json::from_str::<Value>(raw).map_err(|e| {
-                    ModelError::Protocol(format!(
-                        "arguments of tool call `{}` are not valid JSON ({e}): {}",
-                        call.name,
-                        truncate(raw)
-                    ))
-                })?
-            };
-            let arguments = match arguments {
-                Value::Null => Value::Object(Map::new()),
-                object @ Value::Object(_) => object,
-                other => {
-                    return Err(ModelError::Protocol(format!(
-                        "arguments of tool call `{}` are not a JSON object: {}",
-                        call.name,
-                        truncate(&other.to_string())
-                    )));
-                }
-            };
+            let arguments = http::parse_arguments(&call.name, &call.arguments)?;
             // Tool results are matched by id, so a server that omits it still needs one.
             let id = if call.id.is_empty() {
                 format!("call_{index}")
@@ -435,64 +313,23 @@ impl Decoder {
     }
 }
 
-struct DecodeState<S> {
-    events: S,
-    decoder: Decoder,
-    pending: VecDeque<ModelEvent>,
-    /// Set once nothing more is read from `events`.
-    done: bool,
-    /// Delivered after `pending`, so events decoded before a failure are not lost.
-    error: Option<ModelError>,
-}
-
-/// Decodes an SSE stream of `chat.completion.chunk`s. The stream ends after `Finished` or after
-/// the first error.
-fn decode<S>(events: S) -> impl Stream<Item = Result<ModelEvent, ModelError>> + Send
-where
-    S: Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send + Unpin,
-{
-    let state = DecodeState {
-        events,
-        decoder: Decoder::new(),
-        pending: VecDeque::new(),
-        done: false,
-        error: None,
-    };
-    futures::stream::unfold(state, |mut state| async move {
-        loop {
-            if let Some(event) = state.pending.pop_front() {
-                return Some((Ok(event), state));
-            }
-            if state.done {
-                return state.error.take().map(|error| (Err(error), state));
-            }
-            let step = match state.events.next().await {
-                Some(Ok(event)) if event.data.trim() == "[DONE]" => {
-                    state.done = true;
-                    state.decoder.finish(&mut state.pending)
-                }
-                Some(Ok(event)) => state.decoder.chunk(&event.data, &mut state.pending),
-                Some(Err(EventStreamError::Transport(e))) => Err(transport_error(e)),
-                Some(Err(EventStreamError::Utf8(e))) => Err(ModelError::Protocol(format!(
-                    "stream is not valid UTF-8: {e}"
-                ))),
-                Some(Err(EventStreamError::Parser(e))) => Err(ModelError::Protocol(format!(
-                    "stream is not valid server-sent events: {e}"
-                ))),
-                None if state.decoder.finished_choice => {
-                    // The choice finished and the connection closed cleanly; only `[DONE]`
-                    // is missing, which some compatible servers never send.
-                    state.done = true;
-                    state.decoder.finish(&mut state.pending)
-                }
-                None => Err(ModelError::Transport(
-                    "the stream ended before the response was complete".to_owned(),
-                )),
-            };
-            if let Err(error) = step {
-                state.done = true;
-                state.error = Some(error);
-            }
+impl http::Decoder for Decoder {
+    fn event(&mut self, event: &Event, out: &mut VecDeque<ModelEvent>) -> Result<bool, ModelError> {
+        if event.data.trim() == "[DONE]" {
+            self.finish(out)?;
+            return Ok(true);
         }
-    })
+        self.chunk(&event.data, out)?;
+        Ok(false)
+    }
+
+    fn end(&mut self, out: &mut VecDeque<ModelEvent>) -> Result<(), ModelError> {
+        if self.finished_choice {
+            // The choice finished and the connection closed cleanly; only `[DONE]` is
+            // missing, which some compatible servers never send.
+            self.finish(out)
+        } else {
+            Err(http::ended_early())
+        }
+    }
 }

@@ -210,6 +210,7 @@ async fn reports_usage_before_finishing() {
             ModelEvent::Usage(Usage {
                 input_tokens: 42,
                 output_tokens: 7,
+                ..Usage::default()
             }),
             ModelEvent::Finished,
         ]
@@ -225,7 +226,9 @@ async fn rate_limit_status_is_retryable_with_the_providers_message() {
     };
     assert!(error.is_retryable());
     match error {
-        ModelError::Status { status, message } => {
+        ModelError::Status {
+            status, message, ..
+        } => {
             assert_eq!(status, 429);
             assert_eq!(message, "Rate limit reached for gpt-test");
         }
@@ -242,7 +245,9 @@ async fn bad_request_status_is_final() {
     };
     assert!(!error.is_retryable());
     match error {
-        ModelError::Status { status, message } => {
+        ModelError::Status {
+            status, message, ..
+        } => {
             assert_eq!(status, 400);
             assert_eq!(message, "Invalid schema for function 'x'");
         }
@@ -453,5 +458,58 @@ async fn omits_empty_system_tools_key_and_limit() {
     assert!(
         !fake.request_headers()[0].contains_key("authorization"),
         "no key configured, no Authorization header"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_surfaces_retry_after() {
+    let fake = FakeOpenAi::start().await;
+    fake.push(Script::error(429, "Rate limit reached").retry_after(3));
+    let Err(error) = provider(&fake).stream(request("hi")).await else {
+        panic!("a 429 must fail the call");
+    };
+    assert!(error.is_retryable());
+    assert_eq!(error.retry_after(), Some(std::time::Duration::from_secs(3)));
+}
+
+#[tokio::test]
+async fn error_chunk_mid_stream_is_a_stream_error_retryable_when_transient() {
+    let fake = FakeOpenAi::start().await;
+    let (events, error) = run(
+        &fake,
+        Script::new()
+            .text("par")
+            .fail("server_error", "The server had an error"),
+    )
+    .await;
+    assert_eq!(events, vec![ModelEvent::TextDelta("par".to_owned())]);
+    match error {
+        Some(error @ ModelError::StreamError { .. }) => {
+            assert!(error.is_retryable());
+            assert!(error.to_string().contains("server_error"), "{error}");
+        }
+        other => panic!("expected a stream error, got {other:?}"),
+    }
+    let (_, error) = run(&fake, Script::new().fail("invalid_request_error", "bad")).await;
+    assert!(!error.unwrap().is_retryable());
+}
+
+#[tokio::test]
+async fn reports_cached_prompt_tokens() {
+    let fake = FakeOpenAi::start().await;
+    let (events, error) = run(
+        &fake,
+        Script::new().text("Hi").usage(2000, 7).cache_usage(1536, 0),
+    )
+    .await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        events[1],
+        ModelEvent::Usage(Usage {
+            input_tokens: 2000,
+            output_tokens: 7,
+            cache_read_tokens: 1536,
+            cache_write_tokens: 0,
+        })
     );
 }

@@ -129,4 +129,49 @@ pub mod payload {
         }
         v
     }
+
+    /// `steering_request` data (spec §7.4): `tool`, `origin` and `arguments` only for
+    /// `kind: "tool_call"`.
+    pub fn steering_request(
+        run_id: &str,
+        thread_id: Option<&str>,
+        request: &crate::SteeringRequest,
+    ) -> Value {
+        let mut m = Map::new();
+        m.insert("run_id".into(), json!(run_id));
+        m.insert("thread_id".into(), json!(thread_id));
+        m.insert("request_id".into(), json!(request.request_id));
+        m.insert("kind".into(), json!(request.kind));
+        m.insert("summary".into(), json!(request.summary));
+        m.insert("call_id".into(), json!(request.call_id));
+        if let Some(t) = &request.tool {
+            m.insert("tool".into(), json!(t));
+        }
+        if let Some(o) = &request.origin {
+            m.insert("origin".into(), json!(o));
+        }
+        if let Some(a) = &request.arguments {
+            m.insert("arguments".into(), a.clone());
+        }
+        Value::Object(m)
+    }
+
+    /// `steering_resolved` data (spec §7.4); `message` only when the answer had one.
+    pub fn steering_resolved(
+        run_id: &str,
+        thread_id: Option<&str>,
+        request_id: &str,
+        decision: &str,
+        message: Option<&str>,
+    ) -> Value {
+        let mut m = Map::new();
+        m.insert("run_id".into(), json!(run_id));
+        m.insert("thread_id".into(), json!(thread_id));
+        m.insert("request_id".into(), json!(request_id));
+        m.insert("decision".into(), json!(decision));
+        if let Some(text) = message {
+            m.insert("message".into(), json!(text));
+        }
+        Value::Object(m)
+    }
 }

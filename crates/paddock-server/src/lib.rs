@@ -51,12 +51,39 @@ pub enum StartError {
     Models(#[from] paddock_model::RegistryError),
     #[error("default_model `{model}` is not usable: {reason}")]
     DefaultModel { model: String, reason: String },
+    #[error("could not read or create the node id file {path}")]
+    NodeId {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("could not listen on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// This node's id from `path`, creating the file with a new id on first use.
+fn node_id(path: &std::path::Path) -> Result<String, StartError> {
+    let failed = |source| StartError::NodeId {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) if paddock_protocol::ids::is_id_shaped(text.trim()) => Ok(text.trim().to_owned()),
+        Ok(_) => Err(failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file does not hold a node id",
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = paddock_protocol::ids::new_id("node_");
+            std::fs::write(path, format!("{id}\n")).map_err(failed)?;
+            Ok(id)
+        }
+        Err(e) => Err(failed(e)),
+    }
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -96,6 +123,10 @@ impl Server {
                 model: settings.default_model.clone(),
                 reason: e.to_string(),
             })?;
+        let node_id = match &settings.node_id {
+            Some(id) => id.clone(),
+            None => node_id(&settings.node_id_path())?,
+        };
         let runtime = Runtime::new(
             store.clone(),
             models,
@@ -105,6 +136,14 @@ impl Server {
                 model_retry_window: settings.model_retry_window,
                 max_output_tokens: settings.max_output_tokens,
                 token_coalesce: settings.token_coalesce,
+                node_id,
+                lease_duration: settings.lease_duration,
+                heartbeat_interval: settings.heartbeat_interval,
+                steering_timeout: settings.steering_timeout,
+                park_timeout: settings
+                    .shutdown_grace
+                    .min(std::time::Duration::from_secs(10)),
+                ..RuntimeSettings::default()
             },
         );
 
@@ -123,10 +162,10 @@ impl Server {
         let shutdown = CancellationToken::new();
         let state = AppState::new(store, runtime, settings, shutdown.clone());
 
-        let resumed = state.runtime.resume_all().await?;
-        if resumed > 0 {
-            tracing::info!(runs = resumed, "resumed runs that were running");
-        }
+        // The worker claims every runnable run: new ones, answered ones, and those that were
+        // `running` when this node's previous process stopped (they resume from their
+        // checkpoint with `reason: "resumed"`).
+        state.runtime.start_workers().await?;
         provisioning::resume(&state).await?;
         state::spawn_maintenance(&state);
 
@@ -167,7 +206,8 @@ impl Server {
 
     /// Graceful shutdown: stops accepting, closes event streams, lets in-flight requests
     /// finish (up to the configured grace period), then parks running runs at their next
-    /// checkpoint so the next start resumes them.
+    /// checkpoint and releases their leases, so the next start (or another node) resumes them
+    /// at once.
     pub async fn shutdown(self) -> std::io::Result<()> {
         self.shutdown.cancel();
         let grace = self.state.settings.shutdown_grace;

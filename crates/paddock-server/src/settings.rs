@@ -49,6 +49,18 @@ pub struct ServerSettings {
     pub model_retry_window: Duration,
     pub max_output_tokens: Option<u32>,
     pub token_coalesce: Duration,
+    /// This node's id, written as the owner of the run leases it takes. `None`: the id kept in
+    /// `<data_dir>/node_id` (created on first start), so a restart takes back its runs at once.
+    /// Must be unique among the nodes sharing a database.
+    pub node_id: Option<String>,
+    /// How long a run's lease lasts without renewal: how long a dead node's runs wait before
+    /// another node may take them over.
+    pub lease_duration: Duration,
+    /// How often a node renews the leases of the runs it drives.
+    pub heartbeat_interval: Duration,
+    /// Steering requests unanswered this long end their run with `steering_timeout` (spec
+    /// §6.5); `None` is off.
+    pub steering_timeout: Option<Duration>,
     /// Token that `/metrics` requires, if any.
     pub metrics_token: Option<String>,
     /// How long in-flight requests may take to finish after a shutdown signal.
@@ -109,6 +121,10 @@ impl ServerSettings {
             model_retry_window: Duration::from_secs(600),
             max_output_tokens: None,
             token_coalesce: Duration::from_millis(100),
+            node_id: None,
+            lease_duration: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            steering_timeout: None,
             metrics_token: None,
             shutdown_grace: Duration::from_secs(30),
         }
@@ -132,6 +148,11 @@ impl ServerSettings {
     /// Where workspaces of deleted deployments are archived (`retain_filesystem=true`).
     pub fn snapshots_dir(&self) -> PathBuf {
         self.data_dir.join("snapshots")
+    }
+
+    /// The file that keeps this node's id when `node_id` is not configured.
+    pub fn node_id_path(&self) -> PathBuf {
+        self.data_dir.join("node_id")
     }
 
     /// The file the first admin key is written to.

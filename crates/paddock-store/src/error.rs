@@ -12,9 +12,13 @@ pub enum StoreError {
     /// A count limit was reached (e.g. active runs per deployment).
     #[error("limit reached: {0}")]
     LimitReached(String),
-    /// The run has ended; nothing more may be recorded for it.
+    /// The run has ended, or is no longer `running` (it waits on a human); nothing more may
+    /// be recorded for it by its worker.
     #[error("run has finished")]
     RunFinished,
+    /// Another node holds the run's lease now: this worker must stop driving it.
+    #[error("the run's lease is held by another node")]
+    LeaseLost,
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -4,6 +4,10 @@
 //! operations (send a message, record a model response, append events), each one atomic, so a
 //! PostgreSQL implementation can follow without callers changing. [`SqliteStore`] is the
 //! default implementation. Only this crate knows SQL.
+//!
+//! Runs are a queue: a worker claims a runnable run with a lease (owner node, expiry renewed by
+//! a heartbeat), drives it, and every progress write checks the lease, so a run is driven by at
+//! most one node and a dead node's runs are picked up from their last checkpoint.
 
 mod cursor;
 mod error;

@@ -139,6 +139,9 @@ pub struct SendMessage {
     pub attachments: Vec<Attachment>,
     /// Used only if a new run starts.
     pub new_run_id: String,
+    /// How the message answers the thread's run if that run is `waiting_on_human` (spec
+    /// §6.3a): the caller classifies the content, the store applies it only in that case.
+    pub answer: Decision,
     /// The thread id used if `target` is `New`.
     pub new_thread_id: String,
     /// Active (`running`) runs allowed per deployment before a new run is refused.
@@ -154,6 +157,9 @@ pub struct SendOutcome {
     pub message_id: String,
     /// `true` when the message started a new run, `false` when it joined an active one.
     pub started_run: bool,
+    /// `true` when the message answered the run's pending steering request (the run is
+    /// `running` again and must be driven by a worker).
+    pub answered: bool,
     pub events: Vec<paddock_protocol::StoredEvent>,
 }
 
@@ -184,7 +190,6 @@ pub struct ToolCallRecord {
 /// One model response to record before any of its tool calls runs.
 #[derive(Debug, Clone)]
 pub struct ModelResponse {
-    pub run_id: String,
     pub step: i64,
     /// The canonical assistant item (JSON of `paddock_model::Item`).
     pub item: Value,
@@ -202,8 +207,129 @@ pub struct StepContext {
     pub run: RunRecord,
     /// The conversation so far (canonical items as JSON), oldest first.
     pub items: Vec<Value>,
-    /// Tool calls of the latest response that have no result yet (resume after a crash).
+    /// Tool calls of the latest response that have no result yet (resume after a crash, a
+    /// pause for a human, an answered request), oldest first.
     pub unfinished_calls: Vec<ToolCallRecord>,
+    /// The run's steering requests, oldest first, with their decisions once resolved.
+    pub steering: Vec<SteeringRecord>,
+}
+
+// ---- workers, leases and steering ----
+
+/// A node's hold on a run: the worker of node `node_id` drives run `run_id`. The methods that
+/// record a run's progress take it and refuse with [`StoreError::LeaseLost`] once another node
+/// holds the run, so two nodes never both record progress for one run.
+///
+/// [`StoreError::LeaseLost`]: crate::StoreError::LeaseLost
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub run_id: String,
+    pub node_id: String,
+}
+
+/// A run a worker claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedRun {
+    pub run: RunRecord,
+    /// `true` when some worker held the run before (it crashed, stopped or lost its lease), so
+    /// the run continues from its checkpoint and reports `reason: "resumed"`. `false` for a new
+    /// run and for one whose steering request was just answered.
+    pub resumed: bool,
+}
+
+/// How a steering request was resolved (spec §6.3, §7.4 `steering_resolved`): answered
+/// `approve`, `reject` or `respond`, or closed `cancelled` or `timeout`. (The protocol's
+/// `SteeringDecision` is only the endpoint's `approve`/`reject` body field.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Reject,
+    Respond,
+    Cancelled,
+    Timeout,
+}
+
+impl Decision {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+            Decision::Respond => "respond",
+            Decision::Cancelled => "cancelled",
+            Decision::Timeout => "timeout",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Decision::Approve,
+            Decision::Reject,
+            Decision::Respond,
+            Decision::Cancelled,
+            Decision::Timeout,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+}
+
+/// A steering request as recorded: what was asked and, once resolved, the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteeringRecord {
+    pub request: SteeringRequest,
+    pub run_id: String,
+    pub created_at: i64,
+    pub decision: Option<Decision>,
+    /// The answer's text (the message, or the endpoint's `message`).
+    pub message: Option<String>,
+    pub resolved_at: Option<i64>,
+}
+
+/// Pausing a running run on a steering request (spec §6.2): the request (whose `call_id` is
+/// the held call) and the `steering_request` and `run_status` events to append.
+#[derive(Debug, Clone)]
+pub struct PauseRun {
+    pub request: SteeringRequest,
+    pub events: Vec<NewEvent>,
+    pub now: i64,
+}
+
+/// An answer through `POST …/runs/:run_id/steering` (spec §6.4).
+#[derive(Debug, Clone)]
+pub struct SteeringAnswer {
+    pub deployment_id: String,
+    pub run_id: String,
+    pub request_id: String,
+    /// `Approve` or `Reject`.
+    pub decision: Decision,
+    /// The optional message: stored in the thread as a `user` message with this id.
+    pub message: Option<(String, String)>,
+    pub now: i64,
+}
+
+/// What answering did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswerOutcome {
+    /// The request is resolved and the run is `running` again; these events were appended.
+    Resolved(RunRecord, Vec<paddock_protocol::StoredEvent>),
+    /// The request already had this decision: nothing changed.
+    Unchanged(RunRecord),
+    /// The request was resolved with another decision.
+    OtherDecision(RunRecord, Decision),
+    /// The run is not `waiting_on_human` and `request_id` is none of its requests.
+    NotWaiting(RunRecord),
+    /// The run waits on another request.
+    WrongRequest(RunRecord),
+}
+
+/// A steering request unanswered for longer than the steering timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverdueRequest {
+    pub deployment_id: String,
+    pub run_id: String,
+    pub request_id: String,
 }
 
 /// The outcome of beginning an idempotent request (spec §1.10).

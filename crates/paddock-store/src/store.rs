@@ -4,9 +4,10 @@ use paddock_protocol::{ErrorInfo, RunUsage, StoredEvent};
 use serde_json::Value;
 
 use crate::{
-    AccountRecord, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord, MessageRecord,
-    ModelResponse, NewEvent, PageRequest, RunFilter, RunRecord, SendMessage, SendOutcome,
-    StepContext, StoreError, ThreadRecord, ToolCallRecord,
+    AccountRecord, AnswerOutcome, ClaimedRun, DeploymentFilter, DeploymentRecord, IdempotencyBegin,
+    KeyRecord, Lease, MessageRecord, ModelResponse, NewEvent, OverdueRequest, PageRequest,
+    PauseRun, RunFilter, RunRecord, SendMessage, SendOutcome, SteeringAnswer, StepContext,
+    StoreError, ThreadRecord, ToolCallRecord,
 };
 
 /// A page of records plus the cursor of the next page.
@@ -18,6 +19,12 @@ pub type Paged<T> = (Vec<T>, Option<String>);
 ///
 /// Lookups scoped by account return `NotFound` for another account's rows, exactly as for
 /// missing ones.
+///
+/// Runs are executed by workers that claim them with a lease ([`Store::claim_runnable_runs`]);
+/// the methods that record a run's progress take the worker's [`Lease`] and refuse with
+/// `LeaseLost` when another node holds the run, and with `RunFinished` when the run is no
+/// longer `running`. Nothing here assumes one process: a PostgreSQL implementation claims with
+/// `FOR UPDATE SKIP LOCKED` behind the same signatures.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     // ---- accounts and keys ----
@@ -128,45 +135,48 @@ pub trait Store: Send + Sync + 'static {
         filter: &RunFilter,
         page: &PageRequest,
     ) -> Result<Paged<RunRecord>, StoreError>;
-    /// Runs in `running`, oldest first: the work to resume after a restart.
-    async fn running_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
     /// Begins a model call: moves the run's queued input into the conversation, counts the
-    /// step, and returns what the model should see. `RunFinished` if the run has ended. A step
-    /// whose model response was never recorded (a restart during the call) keeps its number,
-    /// so the redone call has the same `step` (spec §5.4).
-    async fn begin_step(&self, run_id: &str, now: i64) -> Result<StepContext, StoreError>;
-    /// The run's context without changing anything (resume).
+    /// step, and returns what the model should see. `RunFinished` if the run is not `running`.
+    /// A step whose model response was never recorded (a restart during the call) keeps its
+    /// number, so the redone call has the same `step` (spec §5.4).
+    async fn begin_step(&self, lease: &Lease, now: i64) -> Result<StepContext, StoreError>;
+    /// The run's context without changing anything: conversation, the latest response's
+    /// unfinished tool calls, its steering requests.
     async fn step_context(&self, run_id: &str) -> Result<StepContext, StoreError>;
     /// Records a model response and its tool calls (as pending) with its events.
     async fn record_model_response(
         &self,
+        lease: &Lease,
         response: ModelResponse,
     ) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Marks a tool call as started. `RunFinished` if the run has ended (so it must not run).
-    async fn start_tool_call(&self, run_id: &str, call_id: &str) -> Result<(), StoreError>;
+    /// Marks a tool call as started. `RunFinished` if the run is no longer `running` (so the
+    /// call must not run): a cancel answered before this commits is never followed by a start.
+    async fn start_tool_call(&self, lease: &Lease, call_id: &str) -> Result<(), StoreError>;
     /// Records a tool call's result, its conversation item and its events.
     async fn finish_tool_call(
         &self,
-        run_id: &str,
+        lease: &Lease,
         call_id: &str,
         outcome: ToolCallOutcome,
     ) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Appends events of a running run; `RunFinished` if it has ended.
+    /// Appends events of a running run; `RunFinished` if it is no longer `running`.
     async fn append_run_events(
         &self,
-        run_id: &str,
+        lease: &Lease,
         events: Vec<NewEvent>,
         now: i64,
     ) -> Result<Vec<StoredEvent>, StoreError>;
     /// Completes a run unless it holds input the model has not seen; `Ok(None)` then.
     async fn complete_run(
         &self,
-        run_id: &str,
+        lease: &Lease,
         usage: RunUsage,
         now: i64,
     ) -> Result<Option<Vec<StoredEvent>>, StoreError>;
-    /// Ends a run in `error` (unless it already ended), resolving unfinished tool calls with
-    /// `result` and emitting their `tool_result` events, then the terminal `run_status`.
+    /// Ends a run in `error` (unless it already ended), whichever node holds it: resolves
+    /// unfinished tool calls with `unfinished_result` (their `tool_result` events), closes a
+    /// pending steering request with decision `cancelled` (`steering_resolved`), then appends
+    /// the terminal `run_status`. Releases the lease.
     async fn fail_run(
         &self,
         run_id: &str,
@@ -175,6 +185,62 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<FailOutcome, StoreError>;
     async fn tool_calls(&self, run_id: &str) -> Result<Vec<ToolCallRecord>, StoreError>;
+
+    // ---- workers and leases ----
+
+    /// Claims up to `limit` runnable runs for node `node_id`, oldest first, leasing each until
+    /// `lease_until`: runs in `running` that no node holds (new, answered, released) or whose
+    /// lease expired before `now` (its node died). Concurrent claimers never get the same run.
+    async fn claim_runnable_runs(
+        &self,
+        node_id: &str,
+        limit: u32,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<ClaimedRun>, StoreError>;
+    /// The heartbeat: extends every lease `node_id` holds on a `running` run to `lease_until`
+    /// and returns those runs' ids. A run missing from the answer is no longer this node's.
+    async fn renew_leases(
+        &self,
+        node_id: &str,
+        lease_until: i64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Releases every lease `node_id` holds, so any node may claim those runs at once: at a
+    /// graceful stop, and at start (the leases of an earlier, dead process of this node).
+    /// Returns how many were released.
+    async fn release_leases(&self, node_id: &str) -> Result<u64, StoreError>;
+
+    // ---- steering ----
+
+    /// Pauses a running run on a steering request (spec §6): the run becomes
+    /// `waiting_on_human` with the request pending, its lease is released, the events appended.
+    async fn pause_run(
+        &self,
+        lease: &Lease,
+        pause: PauseRun,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Answers a waiting run's pending request through the steering endpoint (spec §6.4): on
+    /// success the run is `running` again without a lease (claimable), with the answer's
+    /// `message` (if any), `steering_resolved` and `run_status` `running`/`answered` events.
+    async fn answer_steering(&self, answer: SteeringAnswer) -> Result<AnswerOutcome, StoreError>;
+    /// Pending steering requests created at or before `cutoff` (now minus the steering
+    /// timeout), oldest first.
+    async fn overdue_steering(
+        &self,
+        cutoff: i64,
+        limit: u32,
+    ) -> Result<Vec<OverdueRequest>, StoreError>;
+    /// Ends a run whose pending request `request_id` was created at or before `cutoff` (spec
+    /// §6.5): its unfinished calls closed with `{"error": "steering_timeout"}`,
+    /// `steering_resolved` with decision `timeout`, `run_status` `error`/`steering_timeout`.
+    /// `None` (nothing changed) if the request is no longer pending or not yet due.
+    async fn expire_steering(
+        &self,
+        run_id: &str,
+        request_id: &str,
+        cutoff: i64,
+        now: i64,
+    ) -> Result<Option<Vec<StoredEvent>>, StoreError>;
 
     // ---- events ----
 

@@ -20,454 +20,86 @@
 //! # }
 //! ```
 
-use std::collections::VecDeque;
-use std::fmt;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::ops::Deref;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-/// How long the waiting helpers wait before panicking: far longer than any healthy test needs,
-/// short enough that a hung test fails with a message instead of a CI timeout.
-const WAIT_LIMIT: Duration = Duration::from_secs(30);
+use crate::fake_server::{
+    End, ErrorScript, FakeServer, Frame, RecordedRequest, Step, StreamScript, Wire,
+    split_fragments, with_retry_after,
+};
+pub use crate::fake_server::{Gate, Script};
 
-/// A running fake Chat Completions server on `127.0.0.1` with a random port.
+/// A running fake Chat Completions server on `127.0.0.1` with a random port, answering
+/// `POST /v1/chat/completions` (and `/chat/completions`). All the scripting and recording
+/// methods are those of [`FakeServer`].
 ///
 /// Dropping it stops accepting connections and cuts any stream still waiting at a [`Gate`].
-pub struct FakeOpenAi {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    server: JoinHandle<()>,
-}
-
-struct Shared {
-    queue: Mutex<VecDeque<Script>>,
-    default: Mutex<Script>,
-    requests: Mutex<Vec<Recorded>>,
-    /// Number of requests received so far; watched by `wait_for_requests`.
-    count: watch::Sender<usize>,
-    /// Flips to `true` when the fake is dropped so held streams end instead of hanging.
-    shutdown: watch::Sender<bool>,
-}
-
-struct Recorded {
-    body: Value,
-    headers: HeaderMap,
-}
+#[derive(Debug)]
+pub struct FakeOpenAi(FakeServer);
 
 impl FakeOpenAi {
-    /// Binds `127.0.0.1:0` and serves `POST /v1/chat/completions` (and `/chat/completions`)
-    /// on a background task.
+    /// Binds `127.0.0.1:0` and serves on a background task; [`FakeServer::base_url`] is
+    /// `http://127.0.0.1:PORT/v1`.
     ///
     /// # Panics
     /// If the listener cannot be bound.
     pub async fn start() -> FakeOpenAi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("fake OpenAI: bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("fake OpenAI: local address");
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
-            default: Mutex::new(Script::new().text("OK.")),
-            requests: Mutex::new(Vec::new()),
-            count: watch::Sender::new(0),
-            shutdown: watch::Sender::new(false),
-        });
-        let app = Router::new()
-            .route("/v1/chat/completions", post(chat_completions))
-            .route("/chat/completions", post(chat_completions))
-            .with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                eprintln!("fake OpenAI server stopped: {e}");
-            }
-        });
-        FakeOpenAi {
-            addr,
-            shared,
-            server,
+        FakeOpenAi(FakeServer::start(Box::new(OpenAiWire)).await)
+    }
+}
+
+impl Deref for FakeOpenAi {
+    type Target = FakeServer;
+
+    fn deref(&self) -> &FakeServer {
+        &self.0
+    }
+}
+
+struct OpenAiWire;
+
+impl Wire for OpenAiWire {
+    fn name(&self) -> &'static str {
+        "fake OpenAI"
+    }
+
+    fn base_path(&self) -> &'static str {
+        "/v1"
+    }
+
+    fn reject(&self, request: &RecordedRequest) -> Option<Response> {
+        let path = request.path.split('?').next().unwrap_or("");
+        if matches!(path, "/v1/chat/completions" | "/chat/completions") {
+            None
+        } else {
+            Some(error_body(
+                StatusCode::NOT_FOUND,
+                &format!("Unknown path {path}"),
+            ))
         }
     }
 
-    /// The base URL to configure a provider with: `http://127.0.0.1:PORT/v1`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+    fn frames(&self, request: &RecordedRequest, number: usize, stream: StreamScript) -> Vec<Frame> {
+        let model = request
+            .body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("fake-model");
+        frames(&format!("chatcmpl-fake-{number}"), model, stream)
     }
 
-    /// The socket address the fake listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Queues `script` as the answer to the next request that finds the queue non-empty
-    /// (first in, first out).
-    pub fn push(&self, script: Script) {
-        self.shared.queue.lock().unwrap().push_back(script);
-    }
-
-    /// Replaces the script answered when the queue is empty (initially a single text `OK.`
-    /// finishing with `stop`).
-    pub fn set_default(&self, script: Script) {
-        *self.shared.default.lock().unwrap() = script;
-    }
-
-    /// How many pushed scripts have not been used yet.
-    pub fn pending_scripts(&self) -> usize {
-        self.shared.queue.lock().unwrap().len()
-    }
-
-    /// The JSON bodies of all requests received so far, in arrival order. A body that was not
-    /// JSON is recorded as a JSON string holding its text.
-    pub fn requests(&self) -> Vec<Value> {
-        let requests = self.shared.requests.lock().unwrap();
-        requests.iter().map(|r| r.body.clone()).collect()
-    }
-
-    /// The HTTP headers of all requests received so far, in arrival order.
-    pub fn request_headers(&self) -> Vec<HeaderMap> {
-        let requests = self.shared.requests.lock().unwrap();
-        requests.iter().map(|r| r.headers.clone()).collect()
-    }
-
-    /// Waits until at least `n` requests have arrived.
-    ///
-    /// # Panics
-    /// If that takes longer than 30 seconds.
-    pub async fn wait_for_requests(&self, n: usize) {
-        let mut count = self.shared.count.subscribe();
-        let waited = tokio::time::timeout(WAIT_LIMIT, count.wait_for(|c| *c >= n)).await;
-        match waited {
-            Ok(Ok(_)) => {}
-            // The sender lives in `self`, so the channel cannot close while we wait.
-            Ok(Err(_)) => unreachable!("fake OpenAI request counter closed"),
-            Err(_) => panic!(
-                "fake OpenAI: waited {WAIT_LIMIT:?} for {n} request(s), only {} arrived",
-                *self.shared.count.borrow()
-            ),
-        }
+    fn error(&self, error: &ErrorScript) -> Response {
+        let status =
+            StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        with_retry_after(error_body(status, &error.message), error.retry_after)
     }
 }
 
-impl Drop for FakeOpenAi {
-    fn drop(&mut self) {
-        self.shared.shutdown.send_replace(true);
-        self.server.abort();
-    }
-}
-
-impl fmt::Debug for FakeOpenAi {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FakeOpenAi")
-            .field("addr", &self.addr)
-            .field("requests", &*self.shared.count.borrow())
-            .finish_non_exhaustive()
-    }
-}
-
-/// One scripted answer of the fake server.
-///
-/// Build a streamed answer with [`Script::new`] and the builder methods, which are played in
-/// the order they are called. The end of the stream is implicit: a final chunk with
-/// `finish_reason` `tool_calls` (if the script has any tool call) or `stop`, then the usage
-/// chunk if [`Script::usage`] was set, then `data: [DONE]` — unless [`Script::cut`] was called.
-#[derive(Clone, Debug)]
-pub struct Script {
-    kind: Kind,
-}
-
-#[derive(Clone, Debug)]
-enum Kind {
-    Stream {
-        steps: Vec<Step>,
-        usage: Option<(u64, u64)>,
-        cut: bool,
-    },
-    Error {
-        status: u16,
-        message: String,
-    },
-}
-
-#[derive(Clone, Debug)]
-enum Step {
-    Text(String),
-    ToolCall {
-        id: String,
-        name: String,
-        arguments: String,
-    },
-    Hold(Gate),
-}
-
-impl Default for Script {
-    fn default() -> Self {
-        Script::new()
-    }
-}
-
-impl Script {
-    /// An empty streamed answer (on its own: no content, `finish_reason: stop`, `[DONE]`).
-    pub fn new() -> Script {
-        Script {
-            kind: Kind::Stream {
-                steps: Vec::new(),
-                usage: None,
-                cut: false,
-            },
-        }
-    }
-
-    /// An answer with HTTP status `status` and an OpenAI-style error body
-    /// `{"error": {"message", "type", "param", "code"}}`.
-    pub fn error(status: u16, message: impl Into<String>) -> Script {
-        Script {
-            kind: Kind::Error {
-                status,
-                message: message.into(),
-            },
-        }
-    }
-
-    /// A stream that sends one text chunk (`"par"`) and then drops the connection without
-    /// finishing; shorthand for `Script::new().text("par").cut()`.
-    pub fn drop_connection() -> Script {
-        Script::new().text("par").cut()
-    }
-
-    /// Sends `delta` as the `content` of one chunk.
-    pub fn text(mut self, delta: impl Into<String>) -> Script {
-        self.steps().push(Step::Text(delta.into()));
-        self
-    }
-
-    /// Sends one tool call the way OpenAI streams it: a first chunk with `id`, `name` and empty
-    /// `arguments`, then the serialized `arguments` in two or three fragments. Tool calls are
-    /// numbered (`index`) in the order they appear in the script.
-    pub fn tool_call(
-        self,
-        id: impl Into<String>,
-        name: impl Into<String>,
-        arguments: Value,
-    ) -> Script {
-        self.tool_call_raw(id, name, arguments.to_string())
-    }
-
-    /// Like [`Script::tool_call`] but sends `arguments` verbatim, e.g. text that is not JSON.
-    pub fn tool_call_raw(
-        mut self,
-        id: impl Into<String>,
-        name: impl Into<String>,
-        arguments: impl Into<String>,
-    ) -> Script {
-        self.steps().push(Step::ToolCall {
-            id: id.into(),
-            name: name.into(),
-            arguments: arguments.into(),
-        });
-        self
-    }
-
-    /// Sends a usage chunk (`prompt_tokens`, `completion_tokens`) after the finish chunk.
-    pub fn usage(mut self, input_tokens: u64, output_tokens: u64) -> Script {
-        if let Kind::Stream { usage, .. } = &mut self.kind {
-            *usage = Some((input_tokens, output_tokens));
-        }
-        self
-    }
-
-    /// Pauses the stream at this point until `gate` is opened; everything before it has been
-    /// flushed to the client by then. [`Gate::reached`] tells the test the pause has begun.
-    pub fn hold(mut self, gate: &Gate) -> Script {
-        self.steps().push(Step::Hold(gate.clone()));
-        self
-    }
-
-    /// Ends the stream here by aborting the connection: no finish chunk, no usage, no `[DONE]`,
-    /// and no clean end of the chunked body either, so the client sees a transport error.
-    pub fn cut(mut self) -> Script {
-        if let Kind::Stream { cut, .. } = &mut self.kind {
-            *cut = true;
-        }
-        self
-    }
-
-    fn steps(&mut self) -> &mut Vec<Step> {
-        match &mut self.kind {
-            Kind::Stream { steps, .. } => steps,
-            Kind::Error { .. } => panic!("Script::error(..) takes no stream steps"),
-        }
-    }
-}
-
-/// A point a scripted stream pauses at (see [`Script::hold`]) until the test opens it.
-///
-/// Clones share the same state. Once opened, a gate stays open.
-#[derive(Clone)]
-pub struct Gate {
-    inner: Arc<GateInner>,
-}
-
-struct GateInner {
-    open: watch::Sender<bool>,
-    reached: watch::Sender<bool>,
-}
-
-impl Default for Gate {
-    fn default() -> Self {
-        Gate::new()
-    }
-}
-
-impl fmt::Debug for Gate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Gate")
-            .field("open", &*self.inner.open.borrow())
-            .field("reached", &*self.inner.reached.borrow())
-            .finish()
-    }
-}
-
-impl Gate {
-    /// A closed gate that no stream has reached yet.
-    pub fn new() -> Gate {
-        Gate {
-            inner: Arc::new(GateInner {
-                open: watch::Sender::new(false),
-                reached: watch::Sender::new(false),
-            }),
-        }
-    }
-
-    /// Lets every stream held at this gate (now or later) continue.
-    pub fn open(&self) {
-        self.inner.open.send_replace(true);
-    }
-
-    /// Whether [`Gate::open`] has been called.
-    pub fn is_open(&self) -> bool {
-        *self.inner.open.borrow()
-    }
-
-    /// Resolves once a stream has arrived at this gate, i.e. every chunk scripted before the
-    /// hold has been handed to the connection.
-    ///
-    /// # Panics
-    /// If no stream reaches the gate within 30 seconds.
-    pub async fn reached(&self) {
-        let mut reached = self.inner.reached.subscribe();
-        match tokio::time::timeout(WAIT_LIMIT, reached.wait_for(|r| *r)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => unreachable!("gate sender lives as long as the gate"),
-            Err(_) => panic!("fake OpenAI: no stream reached the gate within {WAIT_LIMIT:?}"),
-        }
-    }
-
-    /// Marks the gate reached and waits for it to open. Returns `false` if `shutdown` fired
-    /// first.
-    async fn pass(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
-        self.inner.reached.send_replace(true);
-        let mut open = self.inner.open.subscribe();
-        tokio::select! {
-            result = open.wait_for(|o| *o) => result.is_ok(),
-            _ = shutdown.wait_for(|s| *s) => false,
-        }
-    }
-}
-
-async fn chat_completions(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let body: Value = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("fake-model")
-        .to_owned();
-    shared
-        .requests
-        .lock()
-        .unwrap()
-        .push(Recorded { body, headers });
-    let number = {
-        let mut n = 0;
-        shared.count.send_modify(|c| {
-            *c += 1;
-            n = *c;
-        });
-        n
-    };
-    let script = shared.queue.lock().unwrap().pop_front();
-    let script = script.unwrap_or_else(|| shared.default.lock().unwrap().clone());
-
-    match script.kind {
-        Kind::Error { status, message } => error_response(status, &message),
-        Kind::Stream { steps, usage, cut } => {
-            let id = format!("chatcmpl-fake-{number}");
-            let frames = frames(&id, &model, steps, usage, cut);
-            let shutdown = shared.shutdown.subscribe();
-            let stream = futures::stream::unfold(
-                (VecDeque::from(frames), shutdown),
-                |(mut frames, mut shutdown)| async move {
-                    loop {
-                        match frames.pop_front()? {
-                            Frame::Data(data) => {
-                                let bytes = Bytes::from(format!("data: {data}\n\n"));
-                                return Some((Ok(bytes), (frames, shutdown)));
-                            }
-                            Frame::Hold(gate) => {
-                                if !gate.pass(&mut shutdown).await {
-                                    frames.clear();
-                                    return Some((Err(cut_error()), (frames, shutdown)));
-                                }
-                            }
-                            Frame::Cut => {
-                                // An error from the body stream makes hyper abort the
-                                // connection without the terminating chunk, which is what a
-                                // real mid-stream disconnect looks like to the client. Hyper
-                                // drops unflushed output on that error, so first return
-                                // `Pending` once: hyper flushes the earlier chunks then.
-                                tokio::task::yield_now().await;
-                                frames.clear();
-                                return Some((Err(cut_error()), (frames, shutdown)));
-                            }
-                        }
-                    }
-                },
-            );
-            let mut response = Body::from_stream(stream.boxed()).into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            response
-        }
-    }
-}
-
-fn cut_error() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::ConnectionAborted,
-        "fake OpenAI: scripted connection drop",
-    )
-}
-
-fn error_response(status: u16, message: &str) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+/// OpenAI's error body `{"error": {"message", "type", "param", "code"}}`.
+fn error_body(status: StatusCode, message: &str) -> Response {
     let kind = match status.as_u16() {
         401 => "invalid_request_error",
         429 => "rate_limit_exceeded",
@@ -480,23 +112,10 @@ fn error_response(status: u16, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-enum Frame {
-    /// The payload of one `data:` line.
-    Data(String),
-    Hold(Gate),
-    Cut,
-}
-
 /// Expands a script into the exact sequence of SSE payloads (and pauses) to send.
-fn frames(
-    id: &str,
-    model: &str,
-    steps: Vec<Step>,
-    usage: Option<(u64, u64)>,
-    cut: bool,
-) -> Vec<Frame> {
+fn frames(id: &str, model: &str, stream: StreamScript) -> Vec<Frame> {
     let chunk = |delta: Value, finish_reason: Value| {
-        Frame::Data(
+        Frame::data(
             json!({
                 "id": id,
                 "object": "chat.completion.chunk",
@@ -519,7 +138,7 @@ fn frames(
         Value::Null,
     )];
     let mut tool_index = 0usize;
-    for step in steps {
+    for step in stream.steps {
         match step {
             Step::Text(text) => out.push(chunk(json!({"content": text}), Value::Null)),
             Step::ToolCall {
@@ -550,14 +169,27 @@ fn frames(
             Step::Hold(gate) => out.push(Frame::Hold(gate)),
         }
     }
-    if cut {
-        out.push(Frame::Cut);
-        return out;
+    match stream.end {
+        End::Finish => {}
+        End::Cut => {
+            out.push(Frame::Cut);
+            return out;
+        }
+        End::Fail { kind, message } => {
+            out.push(Frame::data(
+                json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+                    .to_string(),
+            ));
+            return out;
+        }
     }
-    let finish = if tool_index > 0 { "tool_calls" } else { "stop" };
+    let finish = stream
+        .stop_reason
+        .unwrap_or_else(|| if tool_index > 0 { "tool_calls" } else { "stop" }.to_owned());
     out.push(chunk(json!({}), json!(finish)));
-    if let Some((input, output)) = usage {
-        out.push(Frame::Data(
+    if let Some((input, output)) = stream.usage {
+        let cached = stream.cache.map_or(0, |(read, _)| read);
+        out.push(Frame::data(
             json!({
                 "id": id,
                 "object": "chat.completion.chunk",
@@ -569,45 +201,19 @@ fn frames(
                     "prompt_tokens": input,
                     "completion_tokens": output,
                     "total_tokens": input + output,
+                    "prompt_tokens_details": {"cached_tokens": cached},
                 },
             })
             .to_string(),
         ));
     }
-    out.push(Frame::Data("[DONE]".to_owned()));
+    out.push(Frame::data("[DONE]"));
     out
-}
-
-/// Splits `text` into up to three non-empty pieces on character boundaries.
-fn split_fragments(text: &str) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    if chars.is_empty() {
-        return Vec::new();
-    }
-    let pieces = chars.len().min(3);
-    let size = chars.len().div_ceil(pieces);
-    chars
-        .chunks(size)
-        .map(|c| c.iter().collect::<String>())
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fragments_cover_text_on_char_boundaries() {
-        for text in ["", "a", "ab", "{\"x\":1}", "{\"städte\":\"Zürich ☃\"}"] {
-            let parts = split_fragments(text);
-            assert!(parts.len() <= 3);
-            assert!(parts.iter().all(|p| !p.is_empty()));
-            assert_eq!(parts.concat(), text);
-            if text.chars().count() >= 3 {
-                assert!(parts.len() >= 2);
-            }
-        }
-    }
 
     #[tokio::test]
     async fn streams_script_and_records_request() {

@@ -1,8 +1,11 @@
 //! `read_file`, `write_file` and `edit_file`: the workspace file tools (spec §13.1).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde_json::{Value, json};
 
 use super::{Tool, ToolContext, ToolOutput, check_args};
+use crate::workspace::Workspace;
 
 /// Largest file the file tools read or edit, so one call cannot exhaust memory.
 const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
@@ -36,6 +39,62 @@ async fn read_text(path: &std::path::Path) -> Result<String, String> {
     }
     let bytes = tokio::fs::read(path).await.map_err(|e| e.to_string())?;
     String::from_utf8(bytes).map_err(|_| "file is not UTF-8 text".to_owned())
+}
+
+/// Where file tools stage writes, inside the workspace (same filesystem, so a rename is
+/// atomic) and under `.paddock/`, which file-change reporting ignores.
+const STAGING_DIR: &str = ".paddock/tmp";
+
+/// Replaces the content of `path` (a checked path of `workspace`) atomically: the bytes go to
+/// a staging file that is then renamed over the target, so a crash mid-write (even `kill -9`)
+/// leaves the old content or the new one, never a truncated file. A tool call then either took
+/// effect or did not (spec §5.4). A symbolic link (already checked to stay inside) is written
+/// through, and an existing file keeps its permissions.
+async fn write_atomically(
+    workspace: &Workspace,
+    path: &std::path::Path,
+    content: &[u8],
+) -> Result<(), String> {
+    static STAGED: AtomicU64 = AtomicU64::new(0);
+    let target = match tokio::fs::canonicalize(path).await {
+        Ok(real) => real,
+        Err(_) => path.to_path_buf(),
+    };
+    let staging = workspace.root().join(STAGING_DIR);
+    tokio::fs::create_dir_all(&staging)
+        .await
+        .map_err(|e| format!("cannot prepare the write: {e}"))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let temp = staging.join(format!(
+        "write-{}-{nanos}-{}",
+        std::process::id(),
+        STAGED.fetch_add(1, Ordering::Relaxed)
+    ));
+    let staged = async {
+        tokio::fs::write(&temp, content).await?;
+        if let Ok(meta) = tokio::fs::metadata(&target).await {
+            tokio::fs::set_permissions(&temp, meta.permissions()).await?;
+        }
+        tokio::fs::rename(&temp, &target).await
+    };
+    match staged.await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            if e.raw_os_error() == Some(18) {
+                // EXDEV: the target is on another filesystem (a mount inside the workspace);
+                // write in place.
+                tokio::fs::write(&target, content)
+                    .await
+                    .map_err(|e| e.to_string())
+            } else {
+                Err(e.to_string())
+            }
+        }
+    }
 }
 
 /// Reads a workspace file, optionally a range of lines.
@@ -142,9 +201,7 @@ impl Tool for WriteFile {
                 Ok(_) => true,
                 Err(_) => false,
             };
-            tokio::fs::write(&path.host, content)
-                .await
-                .map_err(|e| e.to_string())?;
+            write_atomically(&ctx.workspace, &path.host, content.as_bytes()).await?;
             Ok::<_, String>(json!({
                 "path": path.relative, "bytes_written": content.len(), "created": !existed,
             }))
@@ -219,9 +276,7 @@ impl Tool for EditFile {
             } else {
                 text.replacen(old, new, 1)
             };
-            tokio::fs::write(&path.host, updated)
-                .await
-                .map_err(|e| e.to_string())?;
+            write_atomically(&ctx.workspace, &path.host, updated.as_bytes()).await?;
             Ok::<_, String>(json!({"path": path.relative, "replacements": count}))
         };
         match run.await {

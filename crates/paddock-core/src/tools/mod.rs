@@ -3,14 +3,35 @@
 //! A tool gets its arguments as the model sent them and answers with a JSON result and an
 //! error flag; a failing tool never fails the run, the model sees the error and decides.
 
+mod approval;
 mod files;
 
 use paddock_model::ToolSpec;
+use paddock_protocol::DeploymentConfig;
 use serde_json::{Map, Value, json};
 
 use crate::workspace::Workspace;
 
+pub use approval::{REQUEST_APPROVAL, RequestApproval};
 pub use files::{EditFile, ReadFile, WriteFile};
+
+/// Whether a tool call runs at once or waits for a person (spec §6.1, `tool_policies`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    AlwaysAllow,
+    AlwaysAsk,
+}
+
+impl Policy {
+    /// Parses a `tool_policies` value (`always_allow`, `always_ask`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "always_allow" => Some(Policy::AlwaysAllow),
+            "always_ask" => Some(Policy::AlwaysAsk),
+            _ => None,
+        }
+    }
+}
 
 /// What a tool call produced: the result the model sees and whether it is an error.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +76,18 @@ pub trait Tool: Send + Sync {
     fn safe_to_repeat(&self) -> bool {
         false
     }
+    /// Whether the tool is offered to runs with this configuration (e.g. `request_approval`
+    /// only with `features.steering`). An unavailable tool is left out of the model's tool
+    /// list, and a call to it is refused.
+    fn available(&self, _config: &DeploymentConfig) -> bool {
+        true
+    }
+    /// The policy when `tool_policies` names none (spec §6.1): `always_allow` for built-ins.
+    /// MCP tools override it: `always_ask` when their server annotates them
+    /// `destructiveHint: true`.
+    fn default_policy(&self) -> Policy {
+        Policy::AlwaysAllow
+    }
     async fn call(&self, ctx: &ToolContext, arguments: &Value) -> ToolOutput;
 
     /// The definition sent to the model.
@@ -69,7 +102,12 @@ pub trait Tool: Send + Sync {
 
 /// The built-in tools available in this build, in the order the model sees them.
 pub fn builtin_tools() -> Vec<Box<dyn Tool>> {
-    vec![Box::new(ReadFile), Box::new(WriteFile), Box::new(EditFile)]
+    vec![
+        Box::new(ReadFile),
+        Box::new(WriteFile),
+        Box::new(EditFile),
+        Box::new(RequestApproval),
+    ]
 }
 
 /// Checks `arguments` is an object whose keys are all in `allowed`, and that every `required`

@@ -539,6 +539,7 @@ impl Session<'_> {
         let usage = Usage {
             input_tokens: tokens.len() as u64,
             output_tokens: generated as u64,
+            ..Usage::default()
         };
         if !send(ModelEvent::Usage(usage)) || !send(ModelEvent::Finished) {
             return Ok(Outcome::Cancelled);

@@ -69,6 +69,8 @@ pub(crate) async fn send(
         deployment_id: deployment.id.clone(),
         target,
         message_id: new_id(prefix::MESSAGE),
+        // Applied only if the thread's run waits on a human (spec §6.3a).
+        answer: paddock_core::steering::classify_answer(&message.content),
         content: message.content,
         attachments: message.attachments,
         new_run_id: new_id(prefix::RUN),
@@ -98,8 +100,10 @@ pub(crate) async fn send(
         guard.publish(&outcome.events);
         outcome
     };
-    if outcome.started_run {
-        state.runtime.start(outcome.run.id.clone());
+    // A new run, or a waiting run the message answered, is runnable now: the worker (this
+    // node's, or any other's) claims it. Steering input to a running run needs nothing.
+    if outcome.started_run || outcome.answered {
+        state.runtime.wake();
     }
     Ok((
         StatusCode::ACCEPTED,

@@ -3,8 +3,10 @@
 use axum::extract::State;
 use axum::{Extension, Json};
 use paddock_core::CancelError;
+use paddock_protocol::ids::{new_id, prefix};
+use paddock_protocol::time::now_unix;
 use paddock_protocol::{Page, Run, run_status, run_trigger};
-use paddock_store::{RunFilter, RunRecord};
+use paddock_store::{AnswerOutcome, Decision, RunFilter, RunRecord, SteeringAnswer, StoreError};
 use serde_json::Value;
 
 use super::{PathIds, deployment_of, find, no_such};
@@ -139,8 +141,9 @@ pub(crate) async fn cancel(
     }
 }
 
-/// `POST …/runs/:run_id/steering` (spec §6.4). Validates the answer; a run that is not
-/// `waiting_on_human` is a 409.
+/// `POST …/runs/:run_id/steering` (spec §6.4): approves or rejects the pending request; the
+/// run is runnable again and a worker continues it. Repeating a request's decision changes
+/// nothing; another decision, another request or a run not waiting is a 409.
 #[utoipa::path(
     post,
     path = "/v1/deployments/{dep}/runs/{run}/steering",
@@ -189,19 +192,23 @@ pub(crate) async fn steering(
             ));
         }
     };
-    match body.get("decision") {
-        Some(Value::String(s)) if s == "approve" || s == "reject" => {}
+    let decision = match body.get("decision") {
+        Some(Value::String(s)) if s == "approve" => Decision::Approve,
+        Some(Value::String(s)) if s == "reject" => Decision::Reject,
         _ => {
             return Err(ApiError::validation(
                 "decision",
                 "`decision` must be `approve` or `reject`.",
             ));
         }
-    }
-    match body.get("message") {
-        None | Some(Value::Null) => {}
+    };
+    let message = match body.get("message") {
+        None | Some(Value::Null) => None,
         Some(Value::String(s))
-            if !s.is_empty() && s.chars().count() <= state.settings.limits.content_chars => {}
+            if !s.is_empty() && s.chars().count() <= state.settings.limits.content_chars =>
+        {
+            Some(s.clone())
+        }
         Some(_) => {
             return Err(ApiError::validation(
                 "message",
@@ -211,21 +218,35 @@ pub(crate) async fn steering(
                 ),
             ));
         }
-    }
+    };
+    // 402 leaves the request pending (spec §6.4).
     crate::routes::messages::ensure_credits(&state, &caller.account_id).await?;
-    match &run.steering_request {
-        Some(pending) if run.status == run_status::WAITING && pending.request_id == request_id => {
-            Err(ApiError::conflict(
-                "Answering steering requests arrives with the steering feature; this server cannot resolve it yet.",
-            ))
+    let answer = SteeringAnswer {
+        deployment_id: d.id.clone(),
+        run_id: run.id.clone(),
+        request_id: request_id.clone(),
+        decision,
+        message: message.map(|m| (new_id(prefix::MESSAGE), m)),
+        now: now_unix(),
+    };
+    match state.runtime.answer_steering(answer).await {
+        Ok(AnswerOutcome::Resolved(run, _) | AnswerOutcome::Unchanged(run)) => {
+            Ok(Json(views::run(&run)))
         }
-        Some(_) if run.status == run_status::WAITING => Err(ApiError::conflict(format!(
+        Ok(AnswerOutcome::OtherDecision(run, earlier)) => Err(ApiError::conflict(format!(
+            "Steering request {request_id} of run {} was already resolved with `{}`.",
+            run.id,
+            earlier.as_str()
+        ))),
+        Ok(AnswerOutcome::WrongRequest(run)) => Err(ApiError::conflict(format!(
             "`{request_id}` is not the pending steering request of run {}.",
             run.id
         ))),
-        _ => Err(ApiError::conflict(format!(
+        Ok(AnswerOutcome::NotWaiting(run)) => Err(ApiError::conflict(format!(
             "Run {} is `{}`, not `waiting_on_human`.",
             run.id, run.status
         ))),
+        Err(StoreError::NotFound(_)) => Err(no_such("run", &run.id)),
+        Err(e) => Err(e.into()),
     }
 }

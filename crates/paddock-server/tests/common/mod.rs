@@ -99,6 +99,7 @@ pub fn settings_for(dir: &std::path::Path, fake: &FakeOpenAi) -> ServerSettings 
             base_url: fake.base_url(),
             api_key_env: None,
             headers: Default::default(),
+            models: Default::default(),
         },
     );
     settings.model_retry_window = Duration::from_secs(2);

@@ -5,8 +5,8 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::{
-    AccountRecord, DeploymentRecord, KeyRecord, MessageRecord, RunRecord, StoreError, ThreadRecord,
-    ToolCallRecord,
+    AccountRecord, Decision, DeploymentRecord, KeyRecord, MessageRecord, RunRecord, SteeringRecord,
+    StoreError, ThreadRecord, ToolCallRecord,
 };
 
 fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<T, StoreError> {
@@ -134,6 +134,26 @@ pub(super) fn tool_call(row: &SqliteRow) -> Result<ToolCallRecord, StoreError> {
         state: row.try_get("state")?,
         result: json_opt(row, "result")?,
         is_error: row.try_get::<Option<i64>, _>("is_error")?.unwrap_or(0) != 0,
+    })
+}
+
+pub(super) fn steering(row: &SqliteRow) -> Result<SteeringRecord, StoreError> {
+    let decision: Option<String> = row.try_get("decision")?;
+    let decision = match decision {
+        None => None,
+        Some(d) => Some(Decision::parse(&d).ok_or_else(|| {
+            StoreError::Corrupt(serde::de::Error::custom(format!(
+                "unknown steering decision {d}"
+            )))
+        })?),
+    };
+    Ok(SteeringRecord {
+        request: json(row, "request")?,
+        run_id: row.try_get("run_id")?,
+        created_at: row.try_get("created_at")?,
+        decision,
+        message: row.try_get("message")?,
+        resolved_at: row.try_get("resolved_at")?,
     })
 }
 

@@ -6,9 +6,10 @@ use sqlx::{Row, SqliteConnection};
 use super::{SqliteStore, map, paging};
 use crate::store::{BalanceChange, FailOutcome, IdempotencyFingerprint, Paged, ToolCallOutcome};
 use crate::{
-    AccountRecord, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord, MessageRecord,
-    ModelResponse, NewEvent, PageRequest, RunFilter, RunRecord, SendMessage, SendOutcome,
-    StepContext, Store, StoreError, ThreadRecord, ThreadTarget, ToolCallRecord,
+    AccountRecord, AnswerOutcome, ClaimedRun, Decision, DeploymentFilter, DeploymentRecord,
+    IdempotencyBegin, KeyRecord, Lease, MessageRecord, ModelResponse, NewEvent, OverdueRequest,
+    PageRequest, PauseRun, RunFilter, RunRecord, SendMessage, SendOutcome, SteeringAnswer,
+    SteeringRecord, StepContext, Store, StoreError, ThreadRecord, ThreadTarget, ToolCallRecord,
 };
 
 /// Threads with their derived status and message count.
@@ -95,15 +96,269 @@ async fn run_tx(conn: &mut SqliteConnection, run_id: &str) -> Result<RunRecord, 
     map::run(&row)
 }
 
-async fn running_run_tx(
+/// The run a worker's `lease` names, if it may still record progress for it: `RunFinished`
+/// when the run is no longer `running`, `LeaseLost` when this node does not hold it.
+async fn leased_run_tx(
     conn: &mut SqliteConnection,
-    run_id: &str,
+    lease: &Lease,
 ) -> Result<RunRecord, StoreError> {
-    let run = run_tx(conn, run_id).await?;
+    let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+        .bind(&lease.run_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound("run"))?;
+    let run = map::run(&row)?;
     if run.status != run_status::RUNNING {
         return Err(StoreError::RunFinished);
     }
+    let owner: Option<String> = row.try_get("lease_owner")?;
+    if owner.as_deref() != Some(lease.node_id.as_str()) {
+        return Err(StoreError::LeaseLost);
+    }
     Ok(run)
+}
+
+/// The run's pending steering request, if any.
+async fn pending_request_tx(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+) -> Result<Option<SteeringRecord>, StoreError> {
+    sqlx::query("SELECT * FROM steering_requests WHERE run_id = ? AND decision IS NULL")
+        .bind(run_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| map::steering(&r))
+        .transpose()
+}
+
+async fn resolve_request_tx(
+    conn: &mut SqliteConnection,
+    request_id: &str,
+    decision: Decision,
+    message: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE steering_requests SET decision = ?, message = ?, resolved_at = ? \
+         WHERE id = ? AND decision IS NULL",
+    )
+    .bind(decision.as_str())
+    .bind(message)
+    .bind(now)
+    .bind(request_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Resolves a waiting run's pending request with an answer and makes the run `running` again,
+/// unleased and with a fresh claim count (its next claim is a continuation, not a resume).
+/// Returns the run, the `steering_resolved` and `run_status` events to append (after the
+/// answer's `message` event, which the caller adds), and the request.
+async fn answer_tx(
+    conn: &mut SqliteConnection,
+    mut run: RunRecord,
+    decision: Decision,
+    message: Option<&str>,
+    now: i64,
+) -> Result<(RunRecord, Vec<NewEvent>, SteeringRecord), StoreError> {
+    let pending = pending_request_tx(conn, &run.id)
+        .await?
+        .ok_or_else(|| StoreError::Conflict(format!("run {} has no pending request", run.id)))?;
+    resolve_request_tx(conn, &pending.request.request_id, decision, message, now).await?;
+    sqlx::query(
+        "UPDATE runs SET status = 'running', steering_request = NULL, updated_at = ?, \
+         lease_owner = NULL, lease_expires_at = NULL, claims = 0 WHERE id = ?",
+    )
+    .bind(now)
+    .bind(&run.id)
+    .execute(&mut *conn)
+    .await?;
+    touch_thread_tx(conn, run.thread_id.as_deref(), now).await?;
+    run.status = run_status::RUNNING.to_owned();
+    run.steering_request = None;
+    run.updated_at = now;
+    let events = vec![
+        NewEvent {
+            kind: EventType::SteeringResolved,
+            thread_id: run.thread_id.clone(),
+            run_id: Some(run.id.clone()),
+            data: payload::steering_resolved(
+                &run.id,
+                run.thread_id.as_deref(),
+                &pending.request.request_id,
+                decision.as_str(),
+                message,
+            ),
+        },
+        NewEvent {
+            kind: EventType::RunStatus,
+            thread_id: run.thread_id.clone(),
+            run_id: Some(run.id.clone()),
+            data: payload::run_status(
+                &run.id,
+                run.thread_id.as_deref(),
+                run_status::RUNNING,
+                &run.trigger,
+                run.automation_id.as_deref(),
+                Some("answered"),
+                None,
+                None,
+            ),
+        },
+    ];
+    Ok((run, events, pending))
+}
+
+/// Ends an active run in `error` inside the caller's transaction: unfinished tool calls get
+/// `unfinished_result` (and `tool_result` events), a pending steering request is closed with
+/// `decision`, then the terminal `run_status` (spec §5.3 order). Releases the lease.
+async fn fail_tx(
+    conn: &mut SqliteConnection,
+    mut run: RunRecord,
+    error: ErrorInfo,
+    unfinished_result: &Value,
+    decision: Decision,
+    now: i64,
+) -> Result<(RunRecord, Vec<StoredEvent>), StoreError> {
+    let rows =
+        sqlx::query("SELECT * FROM tool_calls WHERE run_id = ? AND state != 'done' ORDER BY seq")
+            .bind(&run.id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut events = Vec::new();
+    for row in &rows {
+        let call = map::tool_call(row)?;
+        sqlx::query("UPDATE tool_calls SET state = 'done', result = ?, is_error = 1 WHERE id = ?")
+            .bind(to_json(unfinished_result)?)
+            .bind(&call.id)
+            .execute(&mut *conn)
+            .await?;
+        let item = json!({
+            "type": "tool_result", "call_id": call.id,
+            "name": model_facing_name(&call.tool, &call.origin),
+            "content": unfinished_result.to_string(), "is_error": true,
+        });
+        insert_item_tx(conn, &run, &item, now).await?;
+        events.push(NewEvent {
+            kind: EventType::ToolResult,
+            thread_id: run.thread_id.clone(),
+            run_id: Some(run.id.clone()),
+            data: payload::tool_result(
+                &run.id,
+                run.thread_id.as_deref(),
+                call.step,
+                &call.id,
+                &call.tool,
+                &call.origin,
+                unfinished_result,
+                true,
+                false,
+                None,
+            ),
+        });
+    }
+    if let Some(pending) = pending_request_tx(conn, &run.id).await? {
+        resolve_request_tx(conn, &pending.request.request_id, decision, None, now).await?;
+        events.push(NewEvent {
+            kind: EventType::SteeringResolved,
+            thread_id: run.thread_id.clone(),
+            run_id: Some(run.id.clone()),
+            data: payload::steering_resolved(
+                &run.id,
+                run.thread_id.as_deref(),
+                &pending.request.request_id,
+                decision.as_str(),
+                None,
+            ),
+        });
+    }
+    // Input the model never saw stays in the history but no longer waits for this run.
+    sqlx::query("UPDATE messages SET consumed = 1 WHERE run_id = ? AND consumed = 0")
+        .bind(&run.id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE runs SET status = 'error', error = ?, steering_request = NULL, updated_at = ?, \
+         finished_at = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+    )
+    .bind(to_json(&error)?)
+    .bind(now)
+    .bind(now)
+    .bind(&run.id)
+    .execute(&mut *conn)
+    .await?;
+    touch_thread_tx(conn, run.thread_id.as_deref(), now).await?;
+    events.push(NewEvent {
+        kind: EventType::RunStatus,
+        thread_id: run.thread_id.clone(),
+        run_id: Some(run.id.clone()),
+        data: payload::run_status(
+            &run.id,
+            run.thread_id.as_deref(),
+            run_status::ERROR,
+            &run.trigger,
+            run.automation_id.as_deref(),
+            None,
+            Some(&error),
+            Some(&run.usage),
+        ),
+    });
+    let events = append_tx(conn, &run.deployment_id, events, now).await?;
+    run.status = run_status::ERROR.to_owned();
+    run.error = Some(error);
+    run.steering_request = None;
+    run.updated_at = now;
+    run.finished_at = Some(now);
+    Ok((run, events))
+}
+
+/// A user message about to be stored in a thread.
+struct UserMessage<'a> {
+    message_id: &'a str,
+    content: &'a str,
+    attachments: &'a [paddock_protocol::Attachment],
+}
+
+/// A user message of a thread, stored with the run it went to. `consumed: false` queues it
+/// for the run's next model call.
+async fn insert_user_message_tx(
+    conn: &mut SqliteConnection,
+    run: &RunRecord,
+    thread_id: &str,
+    message: UserMessage<'_>,
+    consumed: bool,
+    now: i64,
+) -> Result<NewEvent, StoreError> {
+    let UserMessage {
+        message_id,
+        content,
+        attachments,
+    } = message;
+    sqlx::query(
+        "INSERT INTO messages (id, deployment_id, thread_id, role, content, run_id, attachments, \
+         consumed, created_at) VALUES (?, ?, ?, 'user', ?, ?, ?, ?, ?)",
+    )
+    .bind(message_id)
+    .bind(&run.deployment_id)
+    .bind(thread_id)
+    .bind(content)
+    .bind(&run.id)
+    .bind(to_json(&attachments)?)
+    .bind(i64::from(consumed))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    touch_thread_tx(conn, Some(thread_id), now).await?;
+    Ok(NewEvent {
+        kind: EventType::Message,
+        thread_id: Some(thread_id.to_owned()),
+        run_id: Some(run.id.clone()),
+        data: json!({
+            "message_id": message_id, "thread_id": thread_id, "run_id": run.id,
+            "role": "user", "content": content, "attachments": attachments,
+        }),
+    })
 }
 
 async fn touch_thread_tx(
@@ -796,29 +1051,32 @@ impl Store for SqliteStore {
                 (run, true)
             }
         };
-        sqlx::query(
-            "INSERT INTO messages (id, deployment_id, thread_id, role, content, run_id, attachments, \
-             consumed, created_at) VALUES (?, ?, ?, 'user', ?, ?, ?, 0, ?)",
-        )
-        .bind(&s.message_id)
-        .bind(&s.deployment_id)
-        .bind(&thread_id)
-        .bind(&s.content)
-        .bind(&run.id)
-        .bind(to_json(&s.attachments)?)
-        .bind(s.now)
-        .execute(&mut *tx)
-        .await?;
-        touch_thread_tx(&mut tx, Some(&thread_id), s.now).await?;
-        let mut events = vec![NewEvent {
-            kind: EventType::Message,
-            thread_id: Some(thread_id.clone()),
-            run_id: Some(run.id.clone()),
-            data: json!({
-                "message_id": s.message_id, "thread_id": thread_id, "run_id": run.id,
-                "role": "user", "content": s.content, "attachments": s.attachments,
-            }),
-        }];
+        // A waiting run is answered by the message (spec §4.2, §6.3a): it is stored with the
+        // run but not queued as input, since the answer reaches the model through the held
+        // call's result.
+        let waiting = !started && run.status == run_status::WAITING;
+        let mut events = vec![
+            insert_user_message_tx(
+                &mut tx,
+                &run,
+                &thread_id,
+                UserMessage {
+                    message_id: &s.message_id,
+                    content: &s.content,
+                    attachments: &s.attachments,
+                },
+                waiting,
+                s.now,
+            )
+            .await?,
+        ];
+        let mut run = run;
+        if waiting {
+            let (answered, resolved, _) =
+                answer_tx(&mut tx, run, s.answer, Some(&s.content), s.now).await?;
+            run = answered;
+            events.extend(resolved);
+        }
         if started {
             events.push(NewEvent {
                 kind: EventType::RunStatus,
@@ -843,6 +1101,7 @@ impl Store for SqliteStore {
             thread_id,
             message_id: s.message_id,
             started_run: started,
+            answered: waiting,
             events,
         })
     }
@@ -887,16 +1146,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn running_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM runs WHERE status = 'running' ORDER BY seq")
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(map::run).collect()
-    }
-
-    async fn begin_step(&self, run_id: &str, now: i64) -> Result<StepContext, StoreError> {
+    async fn begin_step(&self, lease: &Lease, now: i64) -> Result<StepContext, StoreError> {
+        let run_id = lease.run_id.as_str();
         let mut tx = self.writer.begin().await?;
-        let mut run = running_run_tx(&mut tx, run_id).await?;
+        let mut run = leased_run_tx(&mut tx, lease).await?;
         let pending = sqlx::query(
             "SELECT id, content FROM messages WHERE run_id = ? AND consumed = 0 ORDER BY seq",
         )
@@ -943,6 +1196,7 @@ impl Store for SqliteStore {
             run,
             items,
             unfinished_calls: Vec::new(),
+            steering: Vec::new(),
         })
     }
 
@@ -957,19 +1211,26 @@ impl Store for SqliteStore {
         .fetch_all(&mut *conn)
         .await?;
         let unfinished_calls = rows.iter().map(map::tool_call).collect::<Result<_, _>>()?;
+        let rows = sqlx::query("SELECT * FROM steering_requests WHERE run_id = ? ORDER BY seq")
+            .bind(run_id)
+            .fetch_all(&mut *conn)
+            .await?;
+        let steering = rows.iter().map(map::steering).collect::<Result<_, _>>()?;
         Ok(StepContext {
             run,
             items,
             unfinished_calls,
+            steering,
         })
     }
 
     async fn record_model_response(
         &self,
+        lease: &Lease,
         r: ModelResponse,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let run = running_run_tx(&mut tx, &r.run_id).await?;
+        let run = leased_run_tx(&mut tx, lease).await?;
         insert_item_tx(&mut tx, &run, &r.item, r.now).await?;
         if let (Some((message_id, content)), Some(thread_id)) = (&r.agent_message, &run.thread_id) {
             sqlx::query(
@@ -1001,6 +1262,21 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        // Spec §16.1: what this call added to the run's credits comes off the account's
+        // balance (unless unlimited) in the transaction that records the call, so a recorded
+        // call is charged exactly once. The balance may go below zero.
+        let charge = credits_micros(r.usage.credits) - credits_micros(run.usage.credits);
+        if charge != 0 {
+            sqlx::query(
+                "UPDATE accounts SET balance_micros = balance_micros - ? \
+                 WHERE balance_micros IS NOT NULL \
+                 AND id = (SELECT account_id FROM deployments WHERE id = ?)",
+            )
+            .bind(charge)
+            .bind(&run.deployment_id)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "UPDATE runs SET input_tokens = ?, output_tokens = ?, credits_micros = ?, updated_at = ? \
              WHERE id = ?",
@@ -1018,21 +1294,23 @@ impl Store for SqliteStore {
         Ok(events)
     }
 
-    async fn start_tool_call(&self, run_id: &str, call_id: &str) -> Result<(), StoreError> {
+    async fn start_tool_call(&self, lease: &Lease, call_id: &str) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        running_run_tx(&mut tx, run_id).await?;
-        sqlx::query("UPDATE tool_calls SET state = 'started' WHERE id = ? AND run_id = ?")
-            .bind(call_id)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
+        leased_run_tx(&mut tx, lease).await?;
+        sqlx::query(
+            "UPDATE tool_calls SET state = 'started' WHERE id = ? AND run_id = ? AND state = 'pending'",
+        )
+        .bind(call_id)
+        .bind(&lease.run_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn finish_tool_call(
         &self,
-        run_id: &str,
+        lease: &Lease,
         call_id: &str,
         outcome: ToolCallOutcome,
     ) -> Result<Vec<StoredEvent>, StoreError> {
@@ -1045,16 +1323,24 @@ impl Store for SqliteStore {
         } = outcome;
         let result = &result;
         let mut tx = self.writer.begin().await?;
-        let run = running_run_tx(&mut tx, run_id).await?;
-        sqlx::query(
-            "UPDATE tool_calls SET state = 'done', result = ?, is_error = ? WHERE id = ? AND run_id = ?",
+        let run = leased_run_tx(&mut tx, lease).await?;
+        let done = sqlx::query(
+            "UPDATE tool_calls SET state = 'done', result = ?, is_error = ? \
+             WHERE id = ? AND run_id = ? AND state != 'done'",
         )
         .bind(to_json(result)?)
         .bind(i64::from(is_error))
         .bind(call_id)
-        .bind(run_id)
+        .bind(&run.id)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            // Never two results for one call (spec §7.4 rule 3).
+            return Err(StoreError::Conflict(format!(
+                "tool call {call_id} of run {} has a result already, or does not exist",
+                run.id
+            )));
+        }
         insert_item_tx(&mut tx, &run, &item, now).await?;
         let events = append_tx(&mut tx, &run.deployment_id, events, now).await?;
         tx.commit().await?;
@@ -1063,12 +1349,12 @@ impl Store for SqliteStore {
 
     async fn append_run_events(
         &self,
-        run_id: &str,
+        lease: &Lease,
         events: Vec<NewEvent>,
         now: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let run = running_run_tx(&mut tx, run_id).await?;
+        let run = leased_run_tx(&mut tx, lease).await?;
         let events = append_tx(&mut tx, &run.deployment_id, events, now).await?;
         tx.commit().await?;
         Ok(events)
@@ -1076,12 +1362,13 @@ impl Store for SqliteStore {
 
     async fn complete_run(
         &self,
-        run_id: &str,
+        lease: &Lease,
         usage: RunUsage,
         now: i64,
     ) -> Result<Option<Vec<StoredEvent>>, StoreError> {
+        let run_id = lease.run_id.as_str();
         let mut tx = self.writer.begin().await?;
-        let run = running_run_tx(&mut tx, run_id).await?;
+        let run = leased_run_tx(&mut tx, lease).await?;
         let pending: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE run_id = ? AND consumed = 0")
                 .bind(run_id)
@@ -1092,7 +1379,8 @@ impl Store for SqliteStore {
         }
         sqlx::query(
             "UPDATE runs SET status = 'completed', input_tokens = ?, output_tokens = ?, \
-             credits_micros = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+             credits_micros = ?, updated_at = ?, finished_at = ?, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE id = ?",
         )
         .bind(usage.input_tokens as i64)
         .bind(usage.output_tokens as i64)
@@ -1131,89 +1419,271 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<FailOutcome, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let mut run = run_tx(&mut tx, run_id).await?;
+        let run = run_tx(&mut tx, run_id).await?;
         if run.status == run_status::COMPLETED || run.status == run_status::ERROR {
             return Ok(FailOutcome::AlreadyEnded(run));
         }
-        let rows = sqlx::query(
-            "SELECT * FROM tool_calls WHERE run_id = ? AND state != 'done' ORDER BY seq",
+        let (run, events) = fail_tx(
+            &mut tx,
+            run,
+            error,
+            &unfinished_result,
+            Decision::Cancelled,
+            now,
         )
-        .bind(run_id)
-        .fetch_all(&mut *tx)
         .await?;
-        let mut events = Vec::new();
-        for row in &rows {
-            let call = map::tool_call(row)?;
-            sqlx::query(
-                "UPDATE tool_calls SET state = 'done', result = ?, is_error = 1 WHERE id = ?",
-            )
-            .bind(to_json(&unfinished_result)?)
-            .bind(&call.id)
-            .execute(&mut *tx)
-            .await?;
-            let item = json!({
-                "type": "tool_result", "call_id": call.id,
-                "name": model_facing_name(&call.tool, &call.origin),
-                "content": unfinished_result.to_string(), "is_error": true,
-            });
-            insert_item_tx(&mut tx, &run, &item, now).await?;
-            events.push(NewEvent {
-                kind: EventType::ToolResult,
-                thread_id: run.thread_id.clone(),
-                run_id: Some(run.id.clone()),
-                data: payload::tool_result(
-                    &run.id,
-                    run.thread_id.as_deref(),
-                    call.step,
-                    &call.id,
-                    &call.tool,
-                    &call.origin,
-                    &unfinished_result,
-                    true,
-                    false,
-                    None,
-                ),
-            });
+        tx.commit().await?;
+        Ok(FailOutcome::Ended(run, events))
+    }
+
+    async fn claim_runnable_runs(
+        &self,
+        node_id: &str,
+        limit: u32,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<ClaimedRun>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
         }
-        // Input the model never saw stays in the history but no longer waits for this run.
-        sqlx::query("UPDATE messages SET consumed = 1 WHERE run_id = ? AND consumed = 0")
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE runs SET status = 'error', error = ?, steering_request = NULL, updated_at = ?, \
-             finished_at = ? WHERE id = ?",
+        // One statement on the single writer connection: two claimers never get one run.
+        // (PostgreSQL: the inner SELECT takes `FOR UPDATE SKIP LOCKED`.)
+        let rows = sqlx::query(
+            "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, claims = claims + 1 \
+             WHERE id IN (SELECT id FROM runs WHERE status = 'running' \
+               AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= ?) \
+               ORDER BY seq LIMIT ?) \
+             RETURNING *",
         )
-        .bind(to_json(&error)?)
+        .bind(node_id)
+        .bind(lease_until)
         .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                let seq: i64 = row.try_get("seq")?;
+                let claims: i64 = row.try_get("claims")?;
+                Ok((
+                    seq,
+                    ClaimedRun {
+                        run: map::run(row)?,
+                        resumed: claims > 1,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by_key(|(seq, _)| *seq);
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn renew_leases(
+        &self,
+        node_id: &str,
+        lease_until: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let ids = sqlx::query_scalar(
+            "UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND status = 'running' \
+             RETURNING id",
+        )
+        .bind(lease_until)
+        .bind(node_id)
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(ids)
+    }
+
+    async fn release_leases(&self, node_id: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?",
+        )
+        .bind(node_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn pause_run(
+        &self,
+        lease: &Lease,
+        pause: PauseRun,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let PauseRun {
+            request,
+            events,
+            now,
+        } = pause;
+        let mut tx = self.writer.begin().await?;
+        let run = leased_run_tx(&mut tx, lease).await?;
+        let held: Option<String> =
+            sqlx::query_scalar("SELECT state FROM tool_calls WHERE id = ? AND run_id = ?")
+                .bind(&request.call_id)
+                .bind(&run.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if held.as_deref() != Some("pending") {
+            return Err(StoreError::Conflict(format!(
+                "run {} cannot pause on call {}: it is not a pending call of the run",
+                run.id, request.call_id
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO steering_requests (id, run_id, deployment_id, kind, call_id, request, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&request.request_id)
+        .bind(&run.id)
+        .bind(&run.deployment_id)
+        .bind(&request.kind)
+        .bind(&request.call_id)
+        .bind(to_json(&request)?)
         .bind(now)
-        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("run {} already has a pending request", run.id))
+            } else {
+                e.into()
+            }
+        })?;
+        sqlx::query(
+            "UPDATE runs SET status = 'waiting_on_human', steering_request = ?, updated_at = ?, \
+             lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+        )
+        .bind(to_json(&request)?)
+        .bind(now)
+        .bind(&run.id)
         .execute(&mut *tx)
         .await?;
         touch_thread_tx(&mut tx, run.thread_id.as_deref(), now).await?;
-        events.push(NewEvent {
-            kind: EventType::RunStatus,
-            thread_id: run.thread_id.clone(),
-            run_id: Some(run.id.clone()),
-            data: payload::run_status(
-                &run.id,
-                run.thread_id.as_deref(),
-                run_status::ERROR,
-                &run.trigger,
-                run.automation_id.as_deref(),
-                None,
-                Some(&error),
-                Some(&run.usage),
-            ),
-        });
         let events = append_tx(&mut tx, &run.deployment_id, events, now).await?;
         tx.commit().await?;
-        run.status = run_status::ERROR.to_owned();
-        run.error = Some(error);
-        run.steering_request = None;
-        run.updated_at = now;
-        run.finished_at = Some(now);
-        Ok(FailOutcome::Ended(run, events))
+        Ok(events)
+    }
+
+    async fn answer_steering(&self, a: SteeringAnswer) -> Result<AnswerOutcome, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query("SELECT * FROM runs WHERE id = ? AND deployment_id = ?")
+            .bind(&a.run_id)
+            .bind(&a.deployment_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("run"))?;
+        let run = map::run(&row)?;
+        let named = sqlx::query("SELECT * FROM steering_requests WHERE id = ? AND run_id = ?")
+            .bind(&a.request_id)
+            .bind(&run.id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| map::steering(&r))
+            .transpose()?;
+        match named {
+            Some(SteeringRecord {
+                decision: Some(d), ..
+            }) if d == a.decision => return Ok(AnswerOutcome::Unchanged(run)),
+            Some(SteeringRecord {
+                decision: Some(d), ..
+            }) => return Ok(AnswerOutcome::OtherDecision(run, d)),
+            Some(_) if run.status == run_status::WAITING => {}
+            _ if run.status == run_status::WAITING => return Ok(AnswerOutcome::WrongRequest(run)),
+            _ => return Ok(AnswerOutcome::NotWaiting(run)),
+        }
+        let text = a.message.as_ref().map(|(_, text)| text.as_str());
+        let (run, resolved, pending) = answer_tx(&mut tx, run, a.decision, text, a.now).await?;
+        let mut events = Vec::new();
+        if let (Some((id, text)), Some(thread_id)) = (&a.message, run.thread_id.clone()) {
+            // The answer's text is stored in the thread (spec §6.3). After an approved held
+            // call it is queued, so the model sees it after the call's result; otherwise it
+            // reaches the model inside the result.
+            let queued = a.decision == Decision::Approve && pending.request.kind == "tool_call";
+            events.push(
+                insert_user_message_tx(
+                    &mut tx,
+                    &run,
+                    &thread_id,
+                    UserMessage {
+                        message_id: id,
+                        content: text,
+                        attachments: &[],
+                    },
+                    !queued,
+                    a.now,
+                )
+                .await?,
+            );
+        }
+        events.extend(resolved);
+        let events = append_tx(&mut tx, &run.deployment_id, events, a.now).await?;
+        tx.commit().await?;
+        Ok(AnswerOutcome::Resolved(run, events))
+    }
+
+    async fn overdue_steering(
+        &self,
+        cutoff: i64,
+        limit: u32,
+    ) -> Result<Vec<OverdueRequest>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT deployment_id, run_id, id FROM steering_requests \
+             WHERE decision IS NULL AND created_at <= ? ORDER BY created_at, seq LIMIT ?",
+        )
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OverdueRequest {
+                    deployment_id: r.try_get("deployment_id")?,
+                    run_id: r.try_get("run_id")?,
+                    request_id: r.try_get("id")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn expire_steering(
+        &self,
+        run_id: &str,
+        request_id: &str,
+        cutoff: i64,
+        now: i64,
+    ) -> Result<Option<Vec<StoredEvent>>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let run = run_tx(&mut tx, run_id).await?;
+        if run.status != run_status::WAITING {
+            return Ok(None);
+        }
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM steering_requests WHERE id = ? AND run_id = ? AND decision IS NULL \
+             AND created_at <= ?",
+        )
+        .bind(request_id)
+        .bind(run_id)
+        .bind(cutoff)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if due.is_none() {
+            return Ok(None);
+        }
+        let error = ErrorInfo {
+            code: "steering_timeout".to_owned(),
+            message: "The steering request went unanswered past the steering timeout.".to_owned(),
+        };
+        let (_, events) = fail_tx(
+            &mut tx,
+            run,
+            error,
+            &json!({"error": "steering_timeout"}),
+            Decision::Timeout,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(events))
     }
 
     async fn tool_calls(&self, run_id: &str) -> Result<Vec<ToolCallRecord>, StoreError> {
