@@ -72,6 +72,33 @@ pub struct FileConfig {
     /// `[runs]`.
     #[serde(default)]
     pub runs: RunsSection,
+    /// `[outbound]`.
+    #[serde(default)]
+    pub outbound: OutboundSection,
+    /// `[memory]`.
+    #[serde(default)]
+    pub memory: MemorySection,
+}
+
+/// `[memory]`: memories in the agent's context (spec §10).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySection {
+    /// Budget of the memory block put into each run's context, in estimated tokens.
+    pub context_tokens: Option<u64>,
+}
+
+/// `[outbound]`: exceptions to the address rules of outbound requests made for clients
+/// (attachments, `url` skills, MCP servers; spec §1.13).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSection {
+    /// Host names whose addresses are not checked (e.g. an internal MCP server).
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Networks (CIDR or single addresses) that are allowed whatever their class.
+    pub allowed_networks: Option<Vec<String>>,
+    /// Allow every loopback, private, link-local and carrier-grade NAT address.
+    pub allow_private_networks: Option<bool>,
 }
 
 /// `[limits]`: request and field sizes (spec §1.12).
@@ -82,6 +109,8 @@ pub struct LimitsSection {
     pub json_body_bytes: Option<usize>,
     /// Maximum characters of a message's `content` and of a `system_prompt`.
     pub content_chars: Option<usize>,
+    /// Maximum bytes of file content in one Files API upload.
+    pub file_upload_bytes: Option<usize>,
 }
 
 /// `[rate_limits]` (spec §1.11).
@@ -120,14 +149,24 @@ pub struct ProvisioningSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxSection {
-    /// The backend deployments get when they name none.
-    pub default: Option<String>,
-    /// The backends deployments may name.
-    pub backends: Option<Vec<String>>,
+    /// The backend this server runs tool commands with: `bubblewrap` or `host`.
+    pub backend: Option<String>,
     /// Largest `sandbox.cpus` a deployment may ask for.
     pub max_cpus: Option<f64>,
     /// Largest `sandbox.memory_mb` a deployment may ask for.
     pub max_memory_mb: Option<u32>,
+    /// Consent to the `host` backend (no isolation; development only).
+    pub allow_host: Option<bool>,
+    /// Default and maximum seconds of one `shell` command.
+    pub command_timeout_secs: Option<u64>,
+    /// Cap on processes and threads of one deployment's commands.
+    pub max_processes: Option<u32>,
+    /// Bytes kept of each of a command's stdout and stderr.
+    pub output_cap_bytes: Option<usize>,
+    /// A tool result longer than this many bytes is saved to the workspace and cut.
+    pub large_output_bytes: Option<usize>,
+    /// Bytes of a cut result the model still gets.
+    pub large_output_preview_bytes: Option<usize>,
 }
 
 /// `[workspaces]`.
@@ -150,6 +189,20 @@ pub struct RunsSection {
     pub max_output_tokens: Option<u32>,
     /// Milliseconds within which consecutive `token` deltas may be merged into one event.
     pub token_coalesce_ms: Option<u64>,
+    /// This node's id, the owner written on the run leases it takes; unset: the id kept in
+    /// `<data_dir>/node_id`.
+    pub node_id: Option<String>,
+    /// Seconds a run's lease lasts without renewal.
+    pub lease_duration_secs: Option<u64>,
+    /// Seconds between renewals of this node's leases; less than `lease_duration_secs`.
+    pub heartbeat_interval_secs: Option<u64>,
+    /// Milliseconds between looks for runnable runs nothing woke the worker for.
+    pub claim_poll_interval_ms: Option<u64>,
+    /// Runs this node drives at once.
+    pub max_concurrent_runs: Option<usize>,
+    /// Seconds a steering request may stay unanswered before its run ends with
+    /// `steering_timeout`; unset waits forever.
+    pub steering_timeout_secs: Option<u64>,
 }
 
 /// A loaded `paddock.toml` (or none), with relative paths already resolved against the file's
@@ -441,6 +494,10 @@ impl Sources {
             positive("limits.content_chars", n as u64)?;
             s.limits.content_chars = n;
         }
+        if let Some(n) = c.limits.file_upload_bytes {
+            positive("limits.file_upload_bytes", n as u64)?;
+            s.limits.file_upload_bytes = n;
+        }
 
         let r = &c.rate_limits;
         if let Some(rps) = r.requests_per_second {
@@ -483,24 +540,15 @@ impl Sources {
         }
 
         let sb = &c.sandbox;
-        if let Some(backends) = &sb.backends {
-            if backends.is_empty() || backends.iter().any(|b| b.trim().is_empty()) {
+        if let Some(backend) = &sb.backend {
+            if !matches!(backend.as_str(), "bubblewrap" | "host") {
                 bail!(
-                    "{} must list at least one backend, none empty",
-                    file.describe("sandbox.backends")
+                    "{} must be \"bubblewrap\" or \"host\", not {backend:?}",
+                    file.describe("sandbox.backend")
                 );
             }
-            s.sandbox_backends = backends.clone();
-        }
-        if let Some(default) = &sb.default {
-            s.sandbox_default = default.clone();
-        }
-        if !s.sandbox_backends.contains(&s.sandbox_default) {
-            bail!(
-                "sandbox.default `{}` is not one of sandbox.backends ({})",
-                s.sandbox_default,
-                s.sandbox_backends.join(", ")
-            );
+            s.sandbox_default = backend.clone();
+            s.sandbox_backends = vec![backend.clone()];
         }
         if let Some(cpus) = sb.max_cpus {
             if !(cpus.is_finite() && cpus >= 0.25) {
@@ -520,6 +568,62 @@ impl Sources {
             }
             s.sandbox_max_memory_mb = mb;
         }
+        if let Some(allow) = sb.allow_host {
+            s.sandbox_allow_host = allow;
+        }
+        if let Some(secs) = sb.command_timeout_secs {
+            positive("sandbox.command_timeout_secs", secs)?;
+            s.sandbox_command_timeout = Duration::from_secs(secs);
+        }
+        if let Some(n) = sb.max_processes {
+            if n < 8 {
+                bail!(
+                    "{} must be at least 8",
+                    file.describe("sandbox.max_processes")
+                );
+            }
+            s.sandbox_max_processes = n;
+        }
+        if let Some(n) = sb.output_cap_bytes {
+            positive("sandbox.output_cap_bytes", n as u64)?;
+            s.sandbox_output_cap = n;
+        }
+        if let Some(n) = sb.large_output_bytes {
+            positive("sandbox.large_output_bytes", n as u64)?;
+            s.large_output_bytes = n;
+        }
+        if let Some(n) = sb.large_output_preview_bytes {
+            positive("sandbox.large_output_preview_bytes", n as u64)?;
+            s.large_output_preview_bytes = n;
+        }
+
+        let out = &c.outbound;
+        if let Some(hosts) = &out.allowed_hosts {
+            if hosts.iter().any(|h| h.trim().is_empty()) {
+                bail!(
+                    "{} must not contain an empty host name",
+                    file.describe("outbound.allowed_hosts")
+                );
+            }
+            s.outbound.allowed_hosts = hosts.clone();
+        }
+        if let Some(networks) = &out.allowed_networks {
+            s.outbound.allowed_networks = networks
+                .iter()
+                .map(|n| n.parse::<paddock_net::Cidr>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| {
+                    anyhow::anyhow!("{}: {e}", file.describe("outbound.allowed_networks"))
+                })?;
+        }
+        if let Some(allow) = out.allow_private_networks {
+            s.outbound.allow_private_networks = allow;
+        }
+
+        if let Some(n) = c.memory.context_tokens {
+            positive("memory.context_tokens", n)?;
+            s.memory_context_tokens = n;
+        }
 
         let runs = &c.runs;
         if let Some(n) = runs.max_steps {
@@ -537,6 +641,48 @@ impl Sources {
         }
         if let Some(ms) = runs.token_coalesce_ms {
             s.token_coalesce = Duration::from_millis(ms);
+        }
+        if let Some(id) = &runs.node_id {
+            // The shape of the ids Paddock makes itself (`<data_dir>/node_id`).
+            let shaped = !id.is_empty()
+                && id.len() <= 64
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !shaped {
+                bail!(
+                    "{} must be 1 to 64 letters, digits or `_`, got `{id}`",
+                    file.describe("runs.node_id")
+                );
+            }
+            s.node_id = Some(id.clone());
+        }
+        if let Some(secs) = runs.lease_duration_secs {
+            positive("runs.lease_duration_secs", secs)?;
+            s.lease_duration = Duration::from_secs(secs);
+        }
+        if let Some(secs) = runs.heartbeat_interval_secs {
+            positive("runs.heartbeat_interval_secs", secs)?;
+            s.heartbeat_interval = Duration::from_secs(secs);
+        }
+        // Checked on the merged values: either key alone can break the rule.
+        if s.heartbeat_interval >= s.lease_duration {
+            bail!(
+                "runs.heartbeat_interval_secs ({}) must be less than runs.lease_duration_secs \
+                 ({}), or a live node loses its runs between two renewals",
+                s.heartbeat_interval.as_secs(),
+                s.lease_duration.as_secs()
+            );
+        }
+        if let Some(ms) = runs.claim_poll_interval_ms {
+            positive("runs.claim_poll_interval_ms", ms)?;
+            s.claim_poll_interval = Duration::from_millis(ms);
+        }
+        if let Some(n) = runs.max_concurrent_runs {
+            positive("runs.max_concurrent_runs", n as u64)?;
+            s.max_concurrent_runs = n;
+        }
+        if let Some(secs) = runs.steering_timeout_secs {
+            positive("runs.steering_timeout_secs", secs)?;
+            s.steering_timeout = Some(Duration::from_secs(secs));
         }
         Ok(s)
     }
@@ -679,8 +825,7 @@ mod tests {
             timeout_secs = 60
 
             [sandbox]
-            default = "docker"
-            backends = ["bubblewrap", "docker"]
+            backend = "host"
             max_cpus = 2
             max_memory_mb = 4096
 
@@ -692,6 +837,12 @@ mod tests {
             model_retry_window_secs = 30
             max_output_tokens = 4096
             token_coalesce_ms = 250
+            node_id = "node_eu_1"
+            lease_duration_secs = 20
+            heartbeat_interval_secs = 5
+            claim_poll_interval_ms = 250
+            max_concurrent_runs = 32
+            steering_timeout_secs = 86400
             "#,
         );
         assert_eq!(s.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
@@ -724,8 +875,8 @@ mod tests {
         assert_eq!(s.event_retention, Duration::from_secs(3600));
         assert_eq!(s.sse_ping_interval, Duration::from_secs(5));
         assert_eq!(s.provisioning_timeout, Duration::from_secs(60));
-        assert_eq!(s.sandbox_default, "docker");
-        assert_eq!(s.sandbox_backends, ["bubblewrap", "docker"]);
+        assert_eq!(s.sandbox_default, "host");
+        assert_eq!(s.sandbox_backends, ["host"]);
         assert_eq!(s.sandbox_max_cpus, 2.0);
         assert_eq!(s.sandbox_max_memory_mb, 4096);
         assert_eq!(s.snapshot_retention, Duration::from_secs(86400));
@@ -733,6 +884,65 @@ mod tests {
         assert_eq!(s.model_retry_window, Duration::from_secs(30));
         assert_eq!(s.max_output_tokens, Some(4096));
         assert_eq!(s.token_coalesce, Duration::from_millis(250));
+        assert_eq!(s.node_id.as_deref(), Some("node_eu_1"));
+        assert_eq!(s.lease_duration, Duration::from_secs(20));
+        assert_eq!(s.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(s.claim_poll_interval, Duration::from_millis(250));
+        assert_eq!(s.max_concurrent_runs, 32);
+        assert_eq!(s.steering_timeout, Some(Duration::from_secs(86400)));
+    }
+
+    #[test]
+    fn run_lease_settings_are_validated() {
+        let defaults = settings("");
+        assert_eq!(
+            defaults.node_id, None,
+            "unset: the id in <data_dir>/node_id"
+        );
+        assert_eq!(defaults.steering_timeout, None, "off by default");
+        // Each key alone, checked against the other's default (lease 30 s, heartbeat 10 s).
+        assert_eq!(
+            settings("[runs]\nlease_duration_secs = 11").lease_duration,
+            Duration::from_secs(11)
+        );
+        let short = error("[runs]\nlease_duration_secs = 10");
+        assert!(
+            short.contains("heartbeat_interval_secs (10)") && short.contains("(10)"),
+            "{short}"
+        );
+        let slow = error("[runs]\nheartbeat_interval_secs = 30");
+        assert!(
+            slow.contains("less than runs.lease_duration_secs (30)"),
+            "{slow}"
+        );
+        let s = settings("[runs]\nlease_duration_secs = 2\nheartbeat_interval_secs = 1");
+        assert_eq!(
+            (s.lease_duration, s.heartbeat_interval),
+            (Duration::from_secs(2), Duration::from_secs(1))
+        );
+        for key in [
+            "lease_duration_secs",
+            "heartbeat_interval_secs",
+            "claim_poll_interval_ms",
+            "max_concurrent_runs",
+            "steering_timeout_secs",
+        ] {
+            let zero = error(&format!("[runs]\n{key} = 0"));
+            assert!(
+                zero.contains(&format!("runs.{key}")) && zero.contains("at least 1"),
+                "{zero}"
+            );
+        }
+        for bad in ["", "node one", "node-1", &"n".repeat(65)] {
+            let e = error(&format!("[runs]\nnode_id = \"{bad}\""));
+            assert!(e.contains("runs.node_id"), "{bad:?}: {e}");
+        }
+        assert_eq!(
+            settings(&format!("[runs]\nnode_id = \"{}\"", "n".repeat(64)))
+                .node_id
+                .map(|id| id.len()),
+            Some(64)
+        );
     }
 
     #[test]
@@ -763,12 +973,43 @@ mod tests {
     }
 
     #[test]
+    fn outbound_exceptions_parse_and_bad_networks_are_named() {
+        let s = settings(
+            r#"
+            [outbound]
+            allowed_hosts = ["mcp.internal"]
+            allowed_networks = ["10.20.0.0/16", "fd00::7"]
+            allow_private_networks = true
+            "#,
+        );
+        assert_eq!(s.outbound.allowed_hosts, ["mcp.internal"]);
+        assert_eq!(
+            s.outbound.allowed_networks,
+            [
+                "10.20.0.0/16".parse::<paddock_net::Cidr>().unwrap(),
+                "fd00::7/128".parse().unwrap()
+            ]
+        );
+        assert!(s.outbound.allow_private_networks);
+        assert_eq!(settings("").outbound, paddock_net::AddressPolicy::default());
+        let bad = error("[outbound]\nallowed_networks = [\"10.0.0.0/40\"]");
+        assert!(
+            bad.contains("outbound.allowed_networks") && bad.contains("10.0.0.0/40"),
+            "{bad}"
+        );
+        assert!(error("[outbound]\nallowed_hosts = [\" \"]").contains("allowed_hosts"));
+    }
+
+    #[test]
     fn wrong_types_and_bad_values_are_errors() {
         assert!(error("local_threads = \"four\"").contains("local_threads"));
         assert!(error("[events]\nretention_secs = -1").contains("retention_secs"));
         assert!(error("local_threads = 0").contains("local_threads"));
-        assert!(error("[sandbox]\ndefault = \"docker\"").contains("sandbox.default"));
-        assert!(error("[sandbox]\nbackends = []").contains("sandbox.backends"));
+        let docker = error("[sandbox]\nbackend = \"docker\"");
+        assert!(
+            docker.contains("sandbox.backend") && docker.contains("bubblewrap"),
+            "{docker}"
+        );
         assert!(error("metrics_token = \"\"").contains("metrics_token"));
         let listen = error("listen = \"localhost\"");
         assert!(

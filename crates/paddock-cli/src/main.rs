@@ -9,6 +9,7 @@ mod config;
 mod keys;
 mod models;
 mod progress;
+mod prompt_size;
 mod serve;
 mod signals;
 
@@ -45,6 +46,8 @@ enum Command {
     /// Fetch model files for the embedded runtime.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Report the size in tokens of the fixed part of every model request (diagnostics).
+    PromptSize(prompt_size::PromptSizeArgs),
 }
 
 /// How log lines are written.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Keys(command) => keys::run(command).await,
             Command::Models(command) => models::run(command).await,
+            Command::PromptSize(args) => prompt_size::run(args),
         }
     });
     match result {

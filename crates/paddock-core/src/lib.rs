@@ -6,13 +6,23 @@
 //! events to live subscribers through the [`EventBus`]. It knows nothing of HTTP or SQL.
 
 mod bus;
+pub mod compaction;
+mod mcp;
+pub mod memory;
 mod prompt;
+pub mod redaction;
+mod run_context;
 mod runner;
 mod runtime;
+pub mod schedule;
+pub mod scheduler;
+pub mod skills;
 pub mod steering;
 pub mod tools;
 pub mod workspace;
+pub mod workspace_index;
 
 pub use bus::{EventBus, EventObserver, Subscription};
+pub use prompt::{fixed_prompt, system_prompt};
 pub use runtime::{CancelError, Runtime, RuntimeSettings, UsageObserver};
 pub use workspace::{PathError, Workspace};

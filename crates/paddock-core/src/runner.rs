@@ -17,13 +17,13 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::prompt::system_prompt;
+use crate::prompt::system_prompt_with_skills;
 use crate::runtime::Runtime;
 use crate::steering::{self, Gate};
 use crate::tools::{ToolContext, ToolOutput};
 
 /// Why the loop stopped early.
-enum Stop {
+pub(crate) enum Stop {
     /// The run ended elsewhere (cancelled, deleted), another node holds it, or this node is
     /// stopping: leave the run as the store has it.
     Quiet,
@@ -37,6 +37,11 @@ impl From<StoreError> for Stop {
             StoreError::RunFinished | StoreError::NotFound(_) | StoreError::LeaseLost => {
                 Stop::Quiet
             }
+            // Spec §16.1: checked where the step begins, in the store's debit transaction order.
+            StoreError::InsufficientCredits => Stop::Fail(
+                "insufficient_credits",
+                "The account has no credits left; add credits to continue.".to_owned(),
+            ),
             other => Stop::Fail("server_error", other.to_string()),
         }
     }
@@ -52,6 +57,9 @@ pub(crate) struct Signals {
     /// (it is redone on resume), an executing tool call finishes and its result is recorded,
     /// nothing new starts.
     pub(crate) park: CancellationToken,
+    /// Cancelled when the task driving the run has ended (and with it every process a tool
+    /// of the run started): what a cancel waits for before it answers.
+    pub(crate) ended: CancellationToken,
 }
 
 impl Signals {
@@ -83,7 +91,12 @@ pub(crate) async fn drive(rt: &Runtime, claim: ClaimedRun, signals: &Signals) {
         node_id: rt.settings.node_id.clone(),
     };
     let run = claim.run.clone();
+    // Spec §14.2: this run's MCP tools and secrets, for this task only.
+    let tools = std::sync::Arc::new(crate::mcp::prepare(rt, &lease, &run).await);
+    rt.set_run_tools(&run.id, Some(tools.clone()));
     let result = run_loop(rt, &lease, claim, signals).await;
+    rt.set_run_tools(&run.id, None);
+    tools.close().await;
     if let Err(Stop::Fail(code, message)) = result {
         if signals.stopping() {
             return;
@@ -123,6 +136,11 @@ async fn run_loop(
             .await?;
         guard.publish(&stored);
     }
+    // Spec §10: memories go into the context at the start of the run, computed once so every
+    // step of the run sends the same prefix.
+    let memory_block = crate::run_context::memory_block(rt, &run).await;
+    // Spec §12: skills are copied and re-read at the start of the run, listed in its prompt.
+    let skills = crate::run_context::skills(rt, &run).await;
     // The calls of the latest recorded response come first: after a restart, after an
     // answered steering request. A new run has none.
     if let Flow::Paused = run_calls(rt, lease, signals).await? {
@@ -150,17 +168,51 @@ async fn run_loop(
             .models
             .resolve(&run.config.model)
             .map_err(|e| Stop::Fail("model_error", e.to_string()))?;
-        let tools: Vec<_> = rt.tools_for(&run.config).map(|t| t.spec()).collect();
+        let run_tools = rt.run_tools(&run.id);
+        let tools: Vec<_> = rt
+            .tools_for(&run.config)
+            .map(|t| t.spec())
+            .chain(run_tools.specs())
+            .collect();
         let tool_names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
+        let mut system = system_prompt_with_skills(&run.config, &tool_names, &skills);
+        // Spec §14.2: the model is told a server is unavailable.
+        if let Some(note) = run_tools.note() {
+            system.push_str("\n\n");
+            system.push_str(&note);
+        }
         let request = ModelRequest {
             model: model_name,
-            system: system_prompt(&run.config, &tool_names),
+            system,
             items,
             tools,
             max_output_tokens: rt.settings.max_output_tokens,
         };
 
-        let response = call_model(rt, lease, &run, provider.as_ref(), request, signals).await?;
+        // Spec §8: a conversation too long for the model's window is sent with its older part
+        // summarised; the stored history is untouched.
+        let request = crate::compaction::fit(
+            rt,
+            lease,
+            &run,
+            provider.as_ref(),
+            request,
+            &mut usage,
+            signals,
+        )
+        .await?;
+        let mut request = request;
+        if let Some(block) = &memory_block {
+            request.items.insert(
+                0,
+                Item::User {
+                    content: block.clone(),
+                    media: Vec::new(),
+                },
+            );
+        }
+        let response =
+            call_model(rt, lease, &run, provider.as_ref(), request, signals, true).await?;
         rt.observe_usage(
             &run.config.model,
             response.usage.input_tokens,
@@ -197,14 +249,22 @@ async fn run_loop(
                 }),
             ));
         }
-        // Every call is reported before any gate or execution (spec §7.4).
-        for c in &calls {
+        // Every call is reported before any gate or execution (spec §7.4), with the tool's
+        // own name and origin (spec §13.3): an MCP tool as its server names it.
+        let identities: Vec<(String, String)> = calls
+            .iter()
+            .map(|c| match find_tool(rt, &run_tools, &run.config, &c.name) {
+                Some(t) => (t.bare_name().to_owned(), t.origin().to_owned()),
+                None => (c.name.clone(), "builtin".to_owned()),
+            })
+            .collect();
+        for (c, (tool, origin)) in calls.iter().zip(&identities) {
             events.push(run_event(
                 &run,
                 EventType::ToolCall,
                 json!({
                     "run_id": run.id, "thread_id": run.thread_id, "step": run.step,
-                    "call_id": c.id, "tool": c.name, "origin": "builtin", "arguments": c.arguments,
+                    "call_id": c.id, "tool": tool, "origin": origin, "arguments": c.arguments,
                 }),
             ));
         }
@@ -218,10 +278,11 @@ async fn run_loop(
             agent_message,
             tool_calls: calls
                 .iter()
-                .map(|c| NewToolCall {
+                .zip(&identities)
+                .map(|(c, (tool, origin))| NewToolCall {
                     id: c.id.clone(),
-                    tool: c.name.clone(),
-                    origin: "builtin".to_owned(),
+                    tool: tool.clone(),
+                    origin: origin.clone(),
                     arguments: c.arguments.clone(),
                 })
                 .collect(),
@@ -268,13 +329,14 @@ async fn run_calls(rt: &Runtime, lease: &Lease, signals: &Signals) -> Result<Flo
         return Err(Stop::Quiet);
     }
     let mut skip_rest = false;
+    let run_tools = rt.run_tools(&run.id);
     for call in ctx.unfinished_calls {
+        let facing = steering::model_facing_name(&call.tool, &call.origin);
         let output = if skip_rest {
             Some(steering::skipped())
         } else if call.state == "started" {
-            let repeatable = rt
-                .tool(&run.config, &call.tool)
-                .is_some_and(|t| t.safe_to_repeat());
+            let repeatable =
+                find_tool(rt, &run_tools, &run.config, &facing).is_some_and(|t| t.safe_to_repeat());
             if repeatable {
                 None
             } else {
@@ -307,7 +369,7 @@ async fn run_calls(rt: &Runtime, lease: &Lease, signals: &Signals) -> Result<Flo
             match steering::gate(
                 &run.config,
                 &call,
-                rt.tool(&run.config, &call.tool),
+                find_tool(rt, &run_tools, &run.config, &facing),
                 now_unix(),
             ) {
                 Gate::Allow => None,
@@ -319,9 +381,7 @@ async fn run_calls(rt: &Runtime, lease: &Lease, signals: &Signals) -> Result<Flo
             }
         };
         match output {
-            Some(output) => {
-                record_result(rt, lease, &run, call.step, &call.id, &call.tool, output).await?
-            }
+            Some(output) => record_result(rt, lease, &run, &call, output).await?,
             None => execute_call(rt, lease, &run, &call, signals).await?,
         }
     }
@@ -391,39 +451,77 @@ async fn execute_call(
     // Marks the call started inside a transaction that checks the run is still running and
     // still this node's, so no call starts after a cancel has been answered (spec §5.3).
     rt.store.start_tool_call(lease, &call.id).await?;
-    let output = match rt.tool(&run.config, &call.tool) {
+    let run_tools = rt.run_tools(&run.id);
+    let facing = steering::model_facing_name(&call.tool, &call.origin);
+    let output = match find_tool(rt, &run_tools, &run.config, &facing) {
         Some(tool) => {
             let ctx = ToolContext {
                 workspace: rt.workspace(&run.deployment_id),
+                run: Some(crate::tools::RunScope {
+                    store: rt.store.clone(),
+                    deployment_id: run.deployment_id.clone(),
+                    run_id: run.id.clone(),
+                    trigger: run.trigger.clone(),
+                }),
+                exec: Some(crate::tools::ExecScope {
+                    sandbox: rt.sandbox.clone(),
+                    sandbox_spec: rt.sandbox_spec(&run.deployment_id, &run.config),
+                    shell: rt.settings.shell,
+                    cancel: signals.abort.child_token(),
+                }),
             };
+            // `filesystem` events (spec §7.4): the workspace is compared before and after.
+            let before =
+                crate::workspace_index::before_call(&run.config, ctx.workspace.root()).await;
             // A graceful stop lets the call finish (its result is recorded); only an abort
-            // abandons it.
-            tokio::select! {
-                out = tool.call(&ctx, &call.arguments) => out,
-                () = signals.abort.cancelled() => return Err(Stop::Quiet),
-            }
+            // abandons it. A tool that observes the abort itself (`shell`) is awaited: it
+            // kills its processes and returns once they are gone, then nothing is recorded.
+            let out = if tool.observes_cancel() {
+                let out = tool.call(&ctx, &call.arguments).await;
+                if signals.abort.is_cancelled() {
+                    return Err(Stop::Quiet);
+                }
+                out
+            } else {
+                tokio::select! {
+                    out = tool.call(&ctx, &call.arguments) => out,
+                    () = signals.abort.cancelled() => return Err(Stop::Quiet),
+                }
+            };
+            crate::workspace_index::after_call(rt, lease, run, before).await;
+            out
         }
-        None => ToolOutput::error(format!("unknown or unavailable tool `{}`", call.tool)),
+        None => ToolOutput::error(format!("unknown or unavailable tool `{facing}`")),
     };
-    record_result(rt, lease, run, call.step, &call.id, &call.tool, output).await
+    record_result(rt, lease, run, call, output).await
 }
 
 async fn record_result(
     rt: &Runtime,
     lease: &Lease,
     run: &RunRecord,
-    step: i64,
-    call_id: &str,
-    name: &str,
+    call: &ToolCallRecord,
     output: ToolOutput,
 ) -> Result<(), Stop> {
+    let (step, call_id) = (call.step, call.id.as_str());
+    // Spec §15.3: secret values never reach the model, the events or a saved large output.
+    let redactor = &rt.run_tools(&run.id).redactor;
+    let output = if redactor.is_empty() {
+        output
+    } else {
+        ToolOutput {
+            result: redactor.redact_json(&output.result),
+            is_error: output.is_error,
+        }
+    };
+    let (output, output_path) = limit_output(rt, run, call_id, output).await;
     let content = match &output.result {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
     let item = serde_json::to_value(Item::ToolResult {
         call_id: call_id.to_owned(),
-        name: name.to_owned(),
+        name: steering::model_facing_name(&call.tool, &call.origin),
         content,
         is_error: output.is_error,
     })
@@ -436,12 +534,12 @@ async fn record_result(
             run.thread_id.as_deref(),
             step,
             call_id,
-            name,
-            "builtin",
+            &call.tool,
+            &call.origin,
             &output.result,
             output.is_error,
-            false,
-            None,
+            output_path.is_some(),
+            output_path.as_deref(),
         ),
     );
     let guard = rt.bus.lock(&run.deployment_id).await;
@@ -463,6 +561,43 @@ async fn record_result(
     Ok(())
 }
 
+/// The large-output rule (spec §13.1) on a result about to be recorded: what the model sees,
+/// and where the full result was saved when it was cut.
+async fn limit_output(
+    rt: &Runtime,
+    run: &RunRecord,
+    call_id: &str,
+    output: ToolOutput,
+) -> (ToolOutput, Option<String>) {
+    let workspace = rt.workspace(&run.deployment_id);
+    let settings = rt.settings.large_output;
+    let (run_id, call) = (run.id.clone(), call_id.to_owned());
+    let fallback = output.clone();
+    // Writing a large result is blocking file I/O.
+    match tokio::task::spawn_blocking(move || {
+        crate::tools::large_output::apply(&workspace, settings, &run_id, &call, output)
+    })
+    .await
+    {
+        Ok(limited) => (limited.output, limited.output_path),
+        Err(e) => {
+            tracing::error!(error = %e, "applying the large-output rule failed");
+            (fallback, None)
+        }
+    }
+}
+
+/// The tool a run calls `name` (model-facing): a built-in offered to this configuration, or
+/// one of the run's MCP tools.
+fn find_tool<'a>(
+    rt: &'a Runtime,
+    run_tools: &'a crate::mcp::RunTools,
+    config: &'a paddock_protocol::DeploymentConfig,
+    name: &str,
+) -> Option<&'a dyn crate::tools::Tool> {
+    rt.tool(config, name).or_else(|| run_tools.find(name))
+}
+
 fn run_event(run: &RunRecord, kind: EventType, data: Value) -> NewEvent {
     NewEvent {
         kind,
@@ -473,48 +608,73 @@ fn run_event(run: &RunRecord, kind: EventType, data: Value) -> NewEvent {
 }
 
 /// One complete model response.
-struct Response {
-    text: String,
-    tool_calls: Vec<ToolCall>,
-    usage: RunUsage,
+pub(crate) struct Response {
+    pub(crate) text: String,
+    pub(crate) tool_calls: Vec<ToolCall>,
+    pub(crate) usage: RunUsage,
 }
 
-/// Calls the model, streaming its text as coalesced `token` events, retrying transient
-/// failures with exponential backoff within the configured window.
-async fn call_model(
+/// Calls the model, streaming its text as coalesced `token` events (unless `tokens` is false:
+/// a summarisation call's text is not the agent talking), retrying transient failures with
+/// exponential backoff within the configured window.
+pub(crate) async fn call_model(
     rt: &Runtime,
     lease: &Lease,
     run: &RunRecord,
     provider: &dyn paddock_model::ModelProvider,
     request: ModelRequest,
     signals: &Signals,
+    tokens: bool,
 ) -> Result<Response, Stop> {
     let deadline = Instant::now() + rt.settings.model_retry_window;
     let mut backoff = Duration::from_millis(500);
+    let mut drops = 0;
     loop {
-        match stream_once(rt, lease, run, provider, request.clone(), signals).await {
+        let e = match stream_once(rt, lease, run, provider, request.clone(), signals, tokens).await
+        {
             Ok(r) => return Ok(r),
             Err(Attempt::Stop(s)) => return Err(s),
-            Err(Attempt::Model(e)) => {
-                // Never sooner than the provider asked (`retry-after`).
-                let wait = e.retry_after().map_or(backoff, |after| after.max(backoff));
-                if !e.is_retryable() || Instant::now() + wait > deadline {
-                    return Err(Stop::Fail("model_error", e.to_string()));
+            Err(Attempt::Model(e)) => e,
+            Err(Attempt::Dropped(e)) => {
+                drops += 1;
+                if drops > MAX_STREAM_DROPS && e.is_retryable() {
+                    return Err(Stop::Fail(
+                        "model_error",
+                        format!("{e} (the response broke off {drops} times)"),
+                    ));
                 }
-                tracing::warn!(run_id = %run.id, error = %e, ?wait, "model call failed; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = signals.stopped() => return Err(Stop::Quiet),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                e
             }
+        };
+        // Jitter spreads the retries of runs that failed together (a vendor outage); never
+        // sooner than the provider asked (`retry-after`).
+        let jittered = backoff.mul_f64(rand::random_range(0.5..=1.0));
+        let wait = e
+            .retry_after()
+            .map_or(jittered, |after| after.max(jittered));
+        if !e.is_retryable() || Instant::now() + wait > deadline {
+            return Err(Stop::Fail("model_error", e.to_string()));
         }
+        tracing::warn!(run_id = %run.id, error = %e, ?wait, "model call failed; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = signals.stopped() => return Err(Stop::Quiet),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
+/// Retries of one model call whose response broke off after it had started (its own budget,
+/// within the retry window): a vendor that keeps cutting answers short is not worth ten
+/// minutes of half answers, while one that refuses connections may be back in a minute.
+const MAX_STREAM_DROPS: u32 = 3;
+
 enum Attempt {
     Stop(Stop),
+    /// The call failed before its response started.
     Model(ModelError),
+    /// The response started, then broke off (an error mid-stream or a cut).
+    Dropped(ModelError),
 }
 
 impl From<StoreError> for Attempt {
@@ -530,6 +690,7 @@ async fn stream_once(
     provider: &dyn paddock_model::ModelProvider,
     request: ModelRequest,
     signals: &Signals,
+    tokens: bool,
 ) -> Result<Response, Attempt> {
     // An abandoned call is never recorded, so a resume redoes it under the same step.
     let mut stream = tokio::select! {
@@ -538,6 +699,9 @@ async fn stream_once(
     };
     let mut text = String::new();
     let mut pending = String::new();
+    // Spec §15.3: streamed text is redacted, holding back a tail that may be a split value.
+    let redactor = rt.run_tools(&run.id).redactor.clone();
+    let mut held = crate::redaction::StreamRedactor::new(redactor.clone());
     let mut flush_at: Option<Instant> = None;
     let mut tool_calls = Vec::new();
     let mut usage = RunUsage::default();
@@ -555,7 +719,10 @@ async fn stream_once(
         match next {
             Some(Ok(ModelEvent::TextDelta(d))) => {
                 text.push_str(&d);
-                pending.push_str(&d);
+                if !tokens {
+                    continue;
+                }
+                pending.push_str(&held.push(&d));
                 if flush_at.is_none() {
                     flush_at = Some(Instant::now() + rt.settings.token_coalesce);
                 }
@@ -567,20 +734,22 @@ async fn stream_once(
             }
             Some(Ok(ModelEvent::Finished)) => finished = true,
             Some(Err(e)) => {
+                pending.push_str(&held.finish());
                 flush_tokens(rt, lease, run, &mut pending).await?;
-                return Err(Attempt::Model(e));
+                return Err(Attempt::Dropped(e));
             }
             None => break,
         }
     }
+    pending.push_str(&held.finish());
     flush_tokens(rt, lease, run, &mut pending).await?;
     if !finished {
-        return Err(Attempt::Model(ModelError::Transport(
+        return Err(Attempt::Dropped(ModelError::Transport(
             "the model's stream ended before the response was complete".to_owned(),
         )));
     }
     Ok(Response {
-        text,
+        text: redactor.redact(&text),
         tool_calls,
         usage,
     })

@@ -59,6 +59,22 @@ pub struct RuntimeSettings {
     pub steering_timeout: Option<Duration>,
     /// How long a graceful stop waits for runs to reach a checkpoint before abandoning them.
     pub park_timeout: Duration,
+    /// Budget of the memory block put into each run's context, in estimated tokens (spec §10).
+    pub memory_context_tokens: u64,
+    /// MCP servers (spec §14.2): connecting and listing tools at a run start, and one call.
+    pub mcp_connect_timeout: Duration,
+    pub mcp_call_timeout: Duration,
+    /// Which addresses MCP connections may reach (spec §1.13).
+    pub outbound: paddock_net::AddressPolicy,
+    /// Opens the deployment's secrets for MCP headers and redaction; `None`: no secret can be
+    /// read (runs of deployments with secrets get no MCP headers that use them).
+    pub secret_box: Option<paddock_store::SecretBox>,
+    /// Bounds of the `shell` tool (timeout cap, output cap).
+    pub shell: crate::tools::ShellSettings,
+    /// Cap on processes and threads of one deployment's sandboxed commands.
+    pub sandbox_max_processes: u32,
+    /// The large-output rule of spec §13.1.
+    pub large_output: crate::tools::LargeOutputSettings,
 }
 
 impl Default for RuntimeSettings {
@@ -76,6 +92,14 @@ impl Default for RuntimeSettings {
             max_concurrent_runs: 256,
             steering_timeout: None,
             park_timeout: Duration::from_secs(10),
+            memory_context_tokens: crate::memory::DEFAULT_CONTEXT_TOKENS,
+            mcp_connect_timeout: Duration::from_secs(10),
+            mcp_call_timeout: Duration::from_secs(120),
+            outbound: paddock_net::AddressPolicy::default(),
+            secret_box: None,
+            shell: crate::tools::ShellSettings::default(),
+            sandbox_max_processes: paddock_sandbox::DEFAULT_MAX_PROCESSES,
+            large_output: crate::tools::LargeOutputSettings::default(),
         }
     }
 }
@@ -98,8 +122,12 @@ pub struct Runtime {
     pub(crate) bus: Arc<EventBus>,
     pub(crate) settings: RuntimeSettings,
     pub(crate) tools: Vec<Box<dyn Tool>>,
+    /// Where `shell` commands run: the backend the server chose at start. Never bypassed.
+    pub(crate) sandbox: Arc<dyn paddock_sandbox::Sandbox>,
     /// The runs this node's tasks are driving, with the signals that stop them.
     running: Mutex<HashMap<String, Signals>>,
+    /// Each driven run's MCP tools and secret redactor (spec §14, §15.3), for its task only.
+    run_tools: Mutex<HashMap<String, Arc<crate::mcp::RunTools>>>,
     /// Claims of runs whose previous task has not quite ended (it paused, then the answer came
     /// and the run was claimed again): started when that task ends.
     deferred: Mutex<HashMap<String, ClaimedRun>>,
@@ -115,6 +143,9 @@ pub struct Runtime {
 
 /// Sees the token counts of every model call: provider name, input tokens, output tokens.
 pub type UsageObserver = Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
+
+/// How long a cancel waits for the run's task (and the processes of its tools) to end.
+const TASK_END_WAIT: Duration = Duration::from_secs(20);
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
@@ -146,10 +177,12 @@ impl Drop for Finished {
 }
 
 impl Runtime {
+    /// A runtime whose `shell` commands run in `sandbox` (the backend the server chose).
     pub fn new(
         store: Arc<dyn Store>,
         models: Arc<ProviderRegistry>,
         settings: RuntimeSettings,
+        sandbox: Arc<dyn paddock_sandbox::Sandbox>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -157,7 +190,9 @@ impl Runtime {
             bus: Arc::new(EventBus::default()),
             settings,
             tools: builtin_tools(),
+            sandbox,
             running: Mutex::new(HashMap::new()),
+            run_tools: Mutex::new(HashMap::new()),
             deferred: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             loops: TaskTracker::new(),
@@ -185,7 +220,44 @@ impl Runtime {
 
     /// The workspace of a deployment.
     pub fn workspace(&self, deployment_id: &str) -> Workspace {
-        Workspace::new(self.settings.workspaces_dir.join(deployment_id))
+        let root = self.settings.workspaces_dir.join(deployment_id);
+        // The owner depends only on the deployment id (a per-deployment uid when Paddock is
+        // root), so the default limits are as good as the deployment's own here.
+        let owner = self
+            .sandbox
+            .workspace_owner(&paddock_sandbox::DeploymentSandbox::new(
+                deployment_id,
+                &root,
+            ));
+        Workspace::new(root).with_owner(owner)
+    }
+
+    /// The sandbox backend this server uses.
+    pub fn sandbox(&self) -> &Arc<dyn paddock_sandbox::Sandbox> {
+        &self.sandbox
+    }
+
+    /// The sandbox of a deployment with this configuration: its workspace, limits and
+    /// network. An unknown `network` value (never stored: validation refuses it) means none.
+    pub fn sandbox_spec(
+        &self,
+        deployment_id: &str,
+        config: &DeploymentConfig,
+    ) -> paddock_sandbox::DeploymentSandbox {
+        let mut spec = paddock_sandbox::DeploymentSandbox::new(
+            deployment_id,
+            self.settings.workspaces_dir.join(deployment_id),
+        );
+        spec.cpus = config.sandbox.cpus;
+        spec.memory_mb = config.sandbox.memory_mb;
+        spec.network = config.sandbox.network.parse().unwrap_or_default();
+        spec.max_processes = self.settings.sandbox_max_processes;
+        spec
+    }
+
+    /// The built-in tools in the model's order (for the Tools API).
+    pub fn builtin_tools(&self) -> impl Iterator<Item = &dyn Tool> {
+        self.tools.iter().map(|t| t.as_ref())
     }
 
     /// The tools offered to a run with this configuration, in the model's order.
@@ -196,7 +268,9 @@ impl Runtime {
         self.tools
             .iter()
             .map(|t| t.as_ref())
-            .filter(move |t| t.available(config))
+            // Spec §13.2: a disabled tool is left out like an unavailable one, and a call to
+            // it is refused (the run's set was captured when it started).
+            .filter(move |t| t.available(config) && !config.disabled_tools.contains(t.name()))
     }
 
     /// The tool a run with this configuration calls `name`, if it is offered.
@@ -206,6 +280,28 @@ impl Runtime {
         name: &str,
     ) -> Option<&'a dyn Tool> {
         self.tools_for(config).find(|t| t.name() == name)
+    }
+
+    /// The MCP tools and redactor of a run this node drives (empty when none were prepared).
+    pub(crate) fn run_tools(&self, run_id: &str) -> Arc<crate::mcp::RunTools> {
+        self.run_tools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn set_run_tools(&self, run_id: &str, tools: Option<Arc<crate::mcp::RunTools>>) {
+        let mut map = self.run_tools.lock().unwrap_or_else(|p| p.into_inner());
+        match tools {
+            Some(t) => {
+                map.insert(run_id.to_owned(), t);
+            }
+            None => {
+                map.remove(run_id);
+            }
+        }
     }
 
     /// Installs the observer of model-call token counts (metrics); only the first call counts.
@@ -316,6 +412,7 @@ impl Runtime {
                 rt: rt.clone(),
                 run_id: claim.run.id.clone(),
             };
+            let _ended = signals.ended.clone().drop_guard();
             crate::runner::drive(&rt, claim, &signals).await;
         });
     }
@@ -426,7 +523,27 @@ impl Runtime {
         };
         drop(guard);
         self.stop_task(run_id);
+        self.wait_for_task(run_id).await;
         Ok(run)
+    }
+
+    /// Waits (bounded) until this node's task of `run_id`, if any, has ended: a cancelled
+    /// `shell` command is killed and gone by then, so the cancel's answer means no process of
+    /// the run is left.
+    async fn wait_for_task(&self, run_id: &str) {
+        let ended = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .map(|s| s.ended.clone());
+        if let Some(ended) = ended
+            && tokio::time::timeout(TASK_END_WAIT, ended.cancelled())
+                .await
+                .is_err()
+        {
+            tracing::warn!(%run_id, "the cancelled run's task did not end in time");
+        }
     }
 
     /// Ends a run in `error` with `code` (used by the loop).

@@ -106,7 +106,7 @@ pub(crate) fn model_facing_name(tool: &str, origin: &str) -> String {
     if origin == "builtin" {
         tool.to_owned()
     } else {
-        format!("{origin}__{tool}")
+        paddock_mcp::tool_name(origin, tool)
     }
 }
 

@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use crate::catalog::{self, Vendor};
 use crate::http::{self, Endpoint, ErrorFormat};
 use crate::{
-    Item, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream, ToolCall, ToolSpec,
-    Usage,
+    Item, Media, MediaKind, MediaSource, ModelError, ModelEvent, ModelProvider, ModelRequest,
+    ModelStream, ToolCall, ToolSpec, Usage,
 };
 
 /// The API version Paddock speaks (`anthropic-version`).
@@ -61,6 +61,14 @@ impl AnthropicProvider {
             headers,
         )?;
         Ok(Self { endpoint, url })
+    }
+
+    /// Sets how long the provider may send nothing (no headers, no chunk, no keep-alive)
+    /// before a call fails with the retryable [`ModelError::IdleTimeout`]; the default is
+    /// [`crate::DEFAULT_IDLE_TIMEOUT`].
+    pub fn with_idle_timeout(mut self, idle: std::time::Duration) -> Self {
+        self.endpoint.set_idle_timeout(idle);
+        self
     }
 }
 
@@ -169,7 +177,10 @@ fn messages(items: &[Item]) -> Vec<Value> {
     };
     for item in items {
         match item {
-            Item::User { content } => {
+            Item::User { content, media } => {
+                for part in media {
+                    push("user", media_block(part));
+                }
                 if !content.is_empty() {
                     push("user", json!({"type": "text", "text": content}));
                 }
@@ -218,6 +229,25 @@ fn messages(items: &[Item]) -> Vec<Value> {
         .into_iter()
         .map(|turn| json!({"role": turn.role, "content": turn.blocks}))
         .collect()
+}
+
+/// One media block: images as `image` blocks (inline base64 or by URL). The Messages API takes
+/// no audio or video, so those become a text block saying so.
+fn media_block(media: &Media) -> Value {
+    match (media.kind, &media.source) {
+        (MediaKind::Image, MediaSource::Base64 { media_type, data }) => json!({
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }),
+        (MediaKind::Image, MediaSource::Url { url, .. }) => json!({
+            "type": "image",
+            "source": {"type": "url", "url": url},
+        }),
+        (kind @ (MediaKind::Audio | MediaKind::Video), _) => json!({
+            "type": "text",
+            "text": media.unsupported_note(&format!("this API does not take {kind}")),
+        }),
+    }
 }
 
 /// Anthropic accepts tool-use ids of `[A-Za-z0-9_-]` only; ids made by other vendors are

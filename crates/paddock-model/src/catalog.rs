@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::Usage;
+use crate::{MediaKind, Usage};
 
 /// The vendor whose model names a table row describes: the wire protocol of the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,17 @@ impl ModelInfo {
             tools: true,
             input_price: None,
             output_price: None,
+        }
+    }
+
+    /// Whether the model takes `kind` input (images, audio or video). Adapters replace media a
+    /// model cannot take by a text note; the agent loop asks this first to decide what to
+    /// attach, e.g. `registry.model_info(model).accepts(MediaKind::Video)`.
+    pub fn accepts(&self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Image => self.vision,
+            MediaKind::Audio => self.audio,
+            MediaKind::Video => self.video,
         }
     }
 
@@ -263,6 +274,18 @@ mod tests {
                 assert!(info.max_output_tokens < info.context_window, "{name}");
             }
         }
+    }
+
+    #[test]
+    fn accepts_answers_per_media_kind() {
+        let gemini = lookup(Vendor::Google, "gemini-2.5-flash").unwrap();
+        let gpt = lookup(Vendor::OpenAi, "gpt-4o").unwrap();
+        for kind in [MediaKind::Image, MediaKind::Audio, MediaKind::Video] {
+            assert!(gemini.accepts(kind), "{kind}");
+        }
+        assert!(gpt.accepts(MediaKind::Image));
+        assert!(!gpt.accepts(MediaKind::Video));
+        assert!(!ModelInfo::unknown().accepts(MediaKind::Image));
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum ModelError {
         status: Option<u16>,
         message: String,
     },
+    /// The provider sent nothing at all (no headers, no chunk, no keep-alive) for `idle`, the
+    /// provider's idle timeout: before answering, or mid-stream.
+    #[error("the provider sent nothing for {idle:?} (idle timeout)")]
+    IdleTimeout { idle: Duration },
     /// The connection failed, timed out or dropped mid-stream.
     #[error("transport error: {0}")]
     Transport(String),
@@ -45,13 +49,14 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    /// Transient failures (429, 5xx, a mid-stream overload or server error, transport) are
+    /// Transient failures (429, 5xx, a mid-stream overload or server error, transport, an idle
+    /// timeout) are
     /// worth retrying; everything else is final.
     pub fn is_retryable(&self) -> bool {
         match self {
             ModelError::Status { status, .. } => retryable_status(*status),
             ModelError::StreamError { status, .. } => status.is_some_and(retryable_status),
-            ModelError::Transport(_) => true,
+            ModelError::Transport(_) | ModelError::IdleTimeout { .. } => true,
             ModelError::Protocol(_)
             | ModelError::Refused(_)
             | ModelError::NotConfigured(_)
@@ -64,6 +69,7 @@ impl ModelError {
         match self {
             ModelError::Status { retry_after, .. } => *retry_after,
             ModelError::StreamError { .. }
+            | ModelError::IdleTimeout { .. }
             | ModelError::Transport(_)
             | ModelError::Protocol(_)
             | ModelError::Refused(_)

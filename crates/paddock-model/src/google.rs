@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 
 use crate::http::{self, Endpoint, ErrorFormat};
 use crate::{
-    Item, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream, ToolCall, ToolSpec,
-    Usage,
+    Item, Media, MediaSource, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream,
+    ToolCall, ToolSpec, Usage,
 };
 
 /// Sent as the `thoughtSignature` of replayed function calls for models that require one
@@ -70,6 +70,14 @@ impl GoogleProvider {
             .push(&format!("{model}:streamGenerateContent"));
         url.set_query(Some("alt=sse"));
         Ok(url)
+    }
+
+    /// Sets how long the provider may send nothing (no headers, no chunk, no keep-alive)
+    /// before a call fails with the retryable [`ModelError::IdleTimeout`]; the default is
+    /// [`crate::DEFAULT_IDLE_TIMEOUT`].
+    pub fn with_idle_timeout(mut self, idle: std::time::Duration) -> Self {
+        self.endpoint.set_idle_timeout(idle);
+        self
     }
 }
 
@@ -157,7 +165,10 @@ fn contents(items: &[Item], signatures: bool) -> Vec<Value> {
     let mut calls: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
     for item in items {
         match item {
-            Item::User { content } => {
+            Item::User { content, media } => {
+                for part in media {
+                    push(&mut out, "user", media_part(part));
+                }
                 if !content.is_empty() {
                     push(&mut out, "user", json!({"text": content}));
                 }
@@ -225,6 +236,24 @@ fn contents(items: &[Item], signatures: bool) -> Vec<Value> {
     out.into_iter()
         .map(|c| json!({"role": c.role, "parts": c.parts}))
         .collect()
+}
+
+/// One media part, images, audio and video alike: inline bytes as `inlineData`, a URL (a
+/// Files API or `gs://` URI, or a public URL the model fetches) as `fileData`.
+fn media_part(media: &Media) -> Value {
+    match &media.source {
+        MediaSource::Base64 { media_type, data } => {
+            json!({"inlineData": {"mimeType": media_type, "data": data}})
+        }
+        MediaSource::Url { url, media_type } => {
+            let mut file = Map::new();
+            if let Some(media_type) = media_type {
+                file.insert("mimeType".to_owned(), json!(media_type));
+            }
+            file.insert("fileUri".to_owned(), json!(url));
+            json!({"fileData": file})
+        }
+    }
 }
 
 fn push(out: &mut Vec<Content>, role: &'static str, part: Value) {

@@ -15,9 +15,11 @@ use crate::{ModelError, ModelEvent, ModelStream};
 
 /// How long establishing a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the provider may stay silent (before the headers or between chunks). Generous
-/// because a slow model can think for a while before its first token.
-const READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a provider may send nothing at all (no headers, no event, not even a keep-alive
+/// comment) before the call fails with [`ModelError::IdleTimeout`], unless the provider is
+/// configured otherwise (`idle_timeout_secs`). Generous because a reasoning model can think
+/// for minutes before its first token, and some vendors send nothing meanwhile.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How much of an unparseable body is quoted in a [`ModelError`].
 const MAX_QUOTED_BODY: usize = 500;
 
@@ -36,6 +38,8 @@ pub(crate) struct Endpoint {
     /// Names the vendor in logs.
     vendor: &'static str,
     errors: ErrorFormat,
+    /// See [`DEFAULT_IDLE_TIMEOUT`].
+    idle_timeout: Duration,
 }
 
 impl Endpoint {
@@ -70,9 +74,10 @@ impl Endpoint {
             })?;
             headers.insert(header_name, header_value);
         }
+        // No read timeout here: silence is timed by `idle_timeout`, which names itself in the
+        // error instead of reqwest's generic "operation timed out".
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
             .build()
             .map_err(|e| ModelError::NotConfigured(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
@@ -80,31 +85,47 @@ impl Endpoint {
             headers,
             vendor,
             errors,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         })
     }
 
+    /// Sets how long the provider may send nothing before a call fails with
+    /// [`ModelError::IdleTimeout`] (default [`DEFAULT_IDLE_TIMEOUT`]).
+    pub fn set_idle_timeout(&mut self, idle: Duration) {
+        self.idle_timeout = idle;
+    }
+
     /// POSTs `body` to `url` and returns its event stream decoded by `decoder`. An error
-    /// status becomes [`ModelError::Status`] with the vendor's message and retry delay.
+    /// status becomes [`ModelError::Status`] with the vendor's message and retry delay; a
+    /// provider silent for the idle timeout, before its headers or mid-stream,
+    /// [`ModelError::IdleTimeout`].
     pub async fn stream<D: Decoder + 'static>(
         &self,
         url: reqwest::Url,
         body: &Value,
         decoder: D,
     ) -> Result<ModelStream, ModelError> {
-        let response = self
+        let idle = self.idle_timeout;
+        let send = self
             .client
             .post(url)
             .headers(self.headers.clone())
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .json(body)
-            .send()
+            .send();
+        let response = tokio::time::timeout(idle, send)
             .await
+            .map_err(|_| self.idle_error())?
             .map_err(transport_error)?;
 
         let status = response.status();
         if !status.is_success() {
             let header_delay = retry_after(response.headers());
-            let text = response.text().await.unwrap_or_default();
+            let text = tokio::time::timeout(idle, response.text())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             let message = (self.errors.message)(&text)
                 .or_else(|| status.canonical_reason().map(str::to_owned))
                 .unwrap_or_else(|| "no error message".to_owned());
@@ -132,16 +153,63 @@ impl Endpoint {
             .unwrap_or("")
             .to_ascii_lowercase();
         if !content_type.is_empty() && !content_type.starts_with("text/event-stream") {
-            let text = response.text().await.unwrap_or_default();
+            let text = tokio::time::timeout(idle, response.text())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             return Err(ModelError::Protocol(format!(
                 "expected an event stream, got `{content_type}`: {}",
                 truncate(&text)
             )));
         }
 
-        let events = Box::pin(response.bytes_stream().eventsource());
-        Ok(Box::pin(decode(events, decoder)))
+        let body = idle_limited(response.bytes_stream(), idle);
+        let events = Box::pin(body.eventsource());
+        Ok(Box::pin(decode(events, decoder, self.vendor)))
     }
+
+    fn idle_error(&self) -> ModelError {
+        tracing::warn!(
+            vendor = self.vendor,
+            idle = ?self.idle_timeout,
+            "model call timed out waiting for the provider"
+        );
+        ModelError::IdleTimeout {
+            idle: self.idle_timeout,
+        }
+    }
+}
+
+/// Why reading a response body stopped.
+#[derive(Debug)]
+enum BodyError {
+    Http(reqwest::Error),
+    /// Nothing arrived for this long.
+    Idle(Duration),
+}
+
+/// `body` that fails with [`BodyError::Idle`] (and then ends) when no bytes arrive for `idle`.
+/// Counted in bytes, not events, so a vendor's keep-alive comments keep a slow stream alive.
+fn idle_limited<S>(
+    body: S,
+    idle: Duration,
+) -> impl Stream<Item = Result<bytes::Bytes, BodyError>> + Send + Unpin
+where
+    S: Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + Unpin,
+{
+    Box::pin(futures::stream::unfold(
+        Some(body),
+        move |body| async move {
+            let mut body = body?;
+            match tokio::time::timeout(idle, body.next()).await {
+                Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(body))),
+                Ok(Some(Err(e))) => Some((Err(BodyError::Http(e)), Some(body))),
+                Ok(None) => None,
+                Err(_) => Some((Err(BodyError::Idle(idle)), None)),
+            }
+        },
+    ))
 }
 
 /// Parses `base_url` (with `path` appended) as an http(s) URL.
@@ -291,9 +359,13 @@ struct DecodeState<S, D> {
 
 /// Decodes an SSE stream with `decoder`. The stream ends after the response completes or
 /// after the first error.
-fn decode<S, D>(events: S, decoder: D) -> impl Stream<Item = Result<ModelEvent, ModelError>> + Send
+fn decode<S, D>(
+    events: S,
+    decoder: D,
+    vendor: &'static str,
+) -> impl Stream<Item = Result<ModelEvent, ModelError>> + Send
 where
-    S: Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send + Unpin,
+    S: Stream<Item = Result<Event, EventStreamError<BodyError>>> + Send + Unpin,
     D: Decoder,
 {
     let state = DecodeState {
@@ -303,7 +375,7 @@ where
         done: false,
         error: None,
     };
-    futures::stream::unfold(state, |mut state| async move {
+    futures::stream::unfold(state, move |mut state| async move {
         loop {
             if let Some(event) = state.pending.pop_front() {
                 return Some((Ok(event), state));
@@ -319,7 +391,13 @@ where
                     }
                     Err(e) => Err(e),
                 },
-                Some(Err(EventStreamError::Transport(e))) => Err(transport_error(e)),
+                Some(Err(EventStreamError::Transport(BodyError::Http(e)))) => {
+                    Err(transport_error(e))
+                }
+                Some(Err(EventStreamError::Transport(BodyError::Idle(idle)))) => {
+                    tracing::warn!(vendor, ?idle, "model stream went silent");
+                    Err(ModelError::IdleTimeout { idle })
+                }
                 Some(Err(EventStreamError::Utf8(e))) => Err(ModelError::Protocol(format!(
                     "stream is not valid UTF-8: {e}"
                 ))),

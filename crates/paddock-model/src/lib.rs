@@ -19,9 +19,12 @@ mod registry;
 pub mod local;
 pub mod pull;
 
-pub use canonical::{Item, ModelEvent, ModelRequest, ToolCall, ToolSpec, Usage};
+pub use canonical::{
+    Item, Media, MediaKind, MediaSource, ModelEvent, ModelRequest, ToolCall, ToolSpec, Usage,
+};
 pub use catalog::ModelInfo;
 pub use error::ModelError;
+pub use http::DEFAULT_IDLE_TIMEOUT;
 pub use provider::{ModelProvider, ModelStream};
 pub use registry::{
     ModelOverrides, ProviderConfig, ProviderKind, ProviderRegistry, RegistryError,

@@ -8,8 +8,8 @@ use serde_json::{Map, Value, json};
 
 use crate::http::{self, Endpoint, ErrorFormat};
 use crate::{
-    Item, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream, ToolCall, ToolSpec,
-    Usage,
+    Item, Media, MediaKind, MediaSource, ModelError, ModelEvent, ModelProvider, ModelRequest,
+    ModelStream, ToolCall, ToolSpec, Usage,
 };
 
 /// A client for one Chat Completions endpoint.
@@ -41,6 +41,14 @@ impl OpenAiProvider {
         )?;
         Ok(Self { endpoint, url })
     }
+
+    /// Sets how long the provider may send nothing (no headers, no chunk, no keep-alive)
+    /// before a call fails with the retryable [`ModelError::IdleTimeout`]; the default is
+    /// [`crate::DEFAULT_IDLE_TIMEOUT`].
+    pub fn with_idle_timeout(mut self, idle: std::time::Duration) -> Self {
+        self.endpoint.set_idle_timeout(idle);
+        self
+    }
 }
 
 #[async_trait::async_trait]
@@ -68,7 +76,7 @@ fn request_body(request: &ModelRequest) -> Value {
     }
     for item in &request.items {
         messages.push(match item {
-            Item::User { content } => json!({"role": "user", "content": content}),
+            Item::User { content, media } => user_message(content, media),
             Item::Assistant { text, tool_calls } => {
                 let mut message = Map::new();
                 message.insert("role".to_owned(), json!("assistant"));
@@ -121,6 +129,56 @@ fn request_body(request: &ModelRequest) -> Value {
         body.insert("max_tokens".to_owned(), json!(max));
     }
     Value::Object(body)
+}
+
+/// A user message: plain text content, or with media an array of content parts (the media
+/// first, then the text).
+fn user_message(content: &str, media: &[Media]) -> Value {
+    if media.is_empty() {
+        return json!({"role": "user", "content": content});
+    }
+    let mut parts: Vec<Value> = media.iter().map(media_part).collect();
+    if !content.is_empty() {
+        parts.push(json!({"type": "text", "text": content}));
+    }
+    json!({"role": "user", "content": parts})
+}
+
+/// One media content part: images as `image_url` (a URL, or inline bytes as a `data:` URL),
+/// WAV and MP3 audio given inline as `input_audio`. What Chat Completions cannot take (audio
+/// by URL or in another format, video) becomes a text part saying so.
+fn media_part(media: &Media) -> Value {
+    let note = |why: &str| json!({"type": "text", "text": media.unsupported_note(why)});
+    match (media.kind, &media.source) {
+        (MediaKind::Image, MediaSource::Url { url, .. }) => {
+            json!({"type": "image_url", "image_url": {"url": url}})
+        }
+        (MediaKind::Image, MediaSource::Base64 { media_type, data }) => {
+            json!({"type": "image_url", "image_url": {"url": format!("data:{media_type};base64,{data}")}})
+        }
+        (MediaKind::Audio, MediaSource::Base64 { media_type, data }) => {
+            match audio_format(media_type) {
+                Some(format) => {
+                    json!({"type": "input_audio", "input_audio": {"data": data, "format": format}})
+                }
+                None => note("this API takes audio only as WAV or MP3"),
+            }
+        }
+        (MediaKind::Audio, MediaSource::Url { .. }) => {
+            note("this API takes audio only inline, not by URL")
+        }
+        (MediaKind::Video, _) => note("this API does not take video"),
+    }
+}
+
+/// The `input_audio` format of an audio media type, for the two Chat Completions accepts.
+fn audio_format(media_type: &str) -> Option<&'static str> {
+    let essence = media_type.split(';').next().unwrap_or("").trim();
+    match essence.to_ascii_lowercase().as_str() {
+        "audio/wav" | "audio/wave" | "audio/x-wav" | "audio/vnd.wave" => Some("wav"),
+        "audio/mpeg" | "audio/mp3" | "audio/mpeg3" | "audio/x-mpeg-3" => Some("mp3"),
+        _ => None,
+    }
 }
 
 /// An `error` object inside a stream: OpenAI's `{"message", "type", "code"}`, or the

@@ -53,6 +53,10 @@ pub struct ProviderConfig {
     /// Overrides of the built-in model facts, by model name (the part after `NAME/`).
     #[serde(default)]
     pub models: BTreeMap<String, ModelOverrides>,
+    /// Seconds the provider may send nothing (no headers, no chunk, no keep-alive) before a
+    /// call fails with a retryable idle timeout; `None` is [`crate::DEFAULT_IDLE_TIMEOUT`].
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 impl ProviderConfig {
@@ -64,6 +68,7 @@ impl ProviderConfig {
             api_key_env: None,
             headers: BTreeMap::new(),
             models: BTreeMap::new(),
+            idle_timeout_secs: None,
         }
     }
 
@@ -80,6 +85,12 @@ impl ProviderConfig {
             return Err((
                 "api_key_env".to_owned(),
                 "must not be empty (leave it out to send no key)".to_owned(),
+            ));
+        }
+        if self.idle_timeout_secs == Some(0) {
+            return Err((
+                "idle_timeout_secs".to_owned(),
+                "must be at least 1".to_owned(),
             ));
         }
         for (model, o) in &self.models {
@@ -345,17 +356,18 @@ fn build(
     config: &ProviderConfig,
     key: Option<String>,
 ) -> Result<Arc<dyn ModelProvider>, ModelError> {
+    let idle = config
+        .idle_timeout_secs
+        .map_or(crate::DEFAULT_IDLE_TIMEOUT, std::time::Duration::from_secs);
     Ok(match config.kind {
-        ProviderKind::Openai => {
-            Arc::new(OpenAiProvider::new(&config.base_url, key, &config.headers)?)
-        }
-        ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(
-            &config.base_url,
-            key,
-            &config.headers,
-        )?),
-        ProviderKind::Google => {
-            Arc::new(GoogleProvider::new(&config.base_url, key, &config.headers)?)
-        }
+        ProviderKind::Openai => Arc::new(
+            OpenAiProvider::new(&config.base_url, key, &config.headers)?.with_idle_timeout(idle),
+        ),
+        ProviderKind::Anthropic => Arc::new(
+            AnthropicProvider::new(&config.base_url, key, &config.headers)?.with_idle_timeout(idle),
+        ),
+        ProviderKind::Google => Arc::new(
+            GoogleProvider::new(&config.base_url, key, &config.headers)?.with_idle_timeout(idle),
+        ),
     })
 }

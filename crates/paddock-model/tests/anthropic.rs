@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use paddock_model::anthropic::AnthropicProvider;
 use paddock_model::{
-    Item, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream, ToolCall, ToolSpec,
-    Usage,
+    Item, Media, MediaKind, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream,
+    ToolCall, ToolSpec, Usage,
 };
 use paddock_test_support::{FakeAnthropic, Gate, Script};
 use serde_json::json;
@@ -27,9 +27,7 @@ fn request(text: &str) -> ModelRequest {
     ModelRequest {
         model: "claude-test".to_owned(),
         system: "You are terse.".to_owned(),
-        items: vec![Item::User {
-            content: text.to_owned(),
-        }],
+        items: vec![Item::user(text.to_owned())],
         tools: Vec::new(),
         max_output_tokens: None,
     }
@@ -384,9 +382,7 @@ async fn maps_the_canonical_request_to_the_messages_api() {
         model: "claude-test".to_owned(),
         system: "You are Paddock.".to_owned(),
         items: vec![
-            Item::User {
-                content: "Weather in Paris and Rome?".to_owned(),
-            },
+            Item::user("Weather in Paris and Rome?".to_owned()),
             Item::Assistant {
                 text: "Checking both.".to_owned(),
                 // An id from another vendor, with characters Anthropic does not accept.
@@ -395,9 +391,7 @@ async fn maps_the_canonical_request_to_the_messages_api() {
             // Results in completion order, not call order: matched by id.
             result("fc:2/x", "service unavailable", true),
             result("call_1", "sunny", false),
-            Item::User {
-                content: "And tomorrow?".to_owned(),
-            },
+            Item::user("And tomorrow?".to_owned()),
             // An empty answer says nothing and is left out.
             Item::Assistant {
                 text: String::new(),
@@ -407,9 +401,7 @@ async fn maps_the_canonical_request_to_the_messages_api() {
                 text: "Paris stays sunny.".to_owned(),
                 tool_calls: Vec::new(),
             },
-            Item::User {
-                content: "Thanks".to_owned(),
-            },
+            Item::user("Thanks".to_owned()),
         ],
         tools: vec![weather_tool(), list_tool],
         max_output_tokens: Some(256),
@@ -481,9 +473,7 @@ async fn tool_results_come_before_user_text_in_one_message() {
             tool_calls: vec![call("toolu_1", "Paris")],
         },
         // Steering input that reached the conversation before the result did.
-        Item::User {
-            content: "Use Celsius.".to_owned(),
-        },
+        Item::user("Use Celsius.".to_owned()),
         result("toolu_1", "21 C", false),
     ]);
     request.system = String::new();
@@ -530,4 +520,77 @@ async fn base_url_may_include_the_version() {
     let (_, error) = collect(provider.stream(request("hi")).await.unwrap()).await;
     assert!(error.is_none(), "{error:?}");
     assert_eq!(fake.request_paths(), ["/v1/messages"]);
+}
+
+#[tokio::test]
+async fn sends_images_as_image_blocks_and_names_audio_and_video_in_text() {
+    let fake = FakeAnthropic::start().await;
+    let mut request = request("");
+    request.items = vec![
+        Item::User {
+            content: "What is in these?".to_owned(),
+            media: vec![
+                Media::base64(MediaKind::Image, "image/jpeg", "/9j/4AAQ"),
+                Media::url(MediaKind::Image, "https://example.com/cat.png"),
+                Media::base64(MediaKind::Audio, "audio/wav", "UklGRg==").with_name("hello.wav"),
+                Media::url(MediaKind::Video, "https://example.com/clip.mp4"),
+            ],
+        },
+        Item::Assistant {
+            text: String::new(),
+            tool_calls: vec![ToolCall {
+                id: "toolu_1".to_owned(),
+                name: "look".to_owned(),
+                arguments: json!({}),
+            }],
+        },
+        Item::ToolResult {
+            call_id: "toolu_1".to_owned(),
+            name: "look".to_owned(),
+            content: "done".to_owned(),
+            is_error: false,
+        },
+        // Media right after a tool result shares its user message, after the result.
+        Item::User {
+            content: String::new(),
+            media: vec![Media::base64(MediaKind::Image, "image/png", "iVBORw0KGgo=")],
+        },
+    ];
+    let (_, error) = collect(provider(&fake).stream(request).await.unwrap()).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        fake.requests()[0]["messages"],
+        json!([
+            {"role": "user", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQ"}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}},
+                {"type": "text", "text": "[audio attachment \"hello.wav\" (audio/wav) not shown: this API does not take audio]"},
+                {"type": "text", "text": "[video attachment \"https://example.com/clip.mp4\" not shown: this API does not take video]"},
+                {"type": "text", "text": "What is in these?"},
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "look", "input": {}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "done"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+            ]},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn an_idle_stream_times_out_retryably() {
+    let fake = FakeAnthropic::start().await;
+    let gate = Gate::new();
+    fake.push(Script::new().text("Hel").hold(&gate).text("lo"));
+    let provider = provider(&fake).with_idle_timeout(Duration::from_millis(300));
+    let (events, error) = collect(provider.stream(request("hi")).await.unwrap()).await;
+    assert_eq!(events, vec![ModelEvent::TextDelta("Hel".to_owned())]);
+    let error = error.expect("an idle timeout");
+    assert!(
+        matches!(error, ModelError::IdleTimeout { idle } if idle == Duration::from_millis(300)),
+        "{error:?}"
+    );
+    assert!(error.is_retryable());
 }

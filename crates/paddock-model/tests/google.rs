@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use paddock_model::google::GoogleProvider;
 use paddock_model::{
-    Item, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream, ToolCall, ToolSpec,
-    Usage,
+    Item, Media, MediaKind, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream,
+    ToolCall, ToolSpec, Usage,
 };
 use paddock_test_support::{FakeGemini, Gate, Script};
 use serde_json::{Value, json};
@@ -27,9 +27,7 @@ fn request(text: &str) -> ModelRequest {
     ModelRequest {
         model: "gemini-test".to_owned(),
         system: "You are terse.".to_owned(),
-        items: vec![Item::User {
-            content: text.to_owned(),
-        }],
+        items: vec![Item::user(text.to_owned())],
         tools: Vec::new(),
         max_output_tokens: None,
     }
@@ -296,9 +294,7 @@ fn result(id: &str, name: &str, content: &str, is_error: bool) -> Item {
 
 fn history() -> Vec<Item> {
     vec![
-        Item::User {
-            content: "Weather in Paris and Rome, and the time?".to_owned(),
-        },
+        Item::user("Weather in Paris and Rome, and the time?".to_owned()),
         Item::Assistant {
             text: "Checking.".to_owned(),
             tool_calls: vec![
@@ -319,9 +315,7 @@ fn history() -> Vec<Item> {
             text: "Paris is sunny.".to_owned(),
             tool_calls: Vec::new(),
         },
-        Item::User {
-            content: "Thanks".to_owned(),
-        },
+        Item::user("Thanks".to_owned()),
     ]
 }
 
@@ -440,4 +434,53 @@ async fn a_model_name_with_the_models_prefix_is_not_doubled() {
         fake.request_paths(),
         ["/v1beta/models/gemini-test:streamGenerateContent?alt=sse"]
     );
+}
+
+#[tokio::test]
+async fn sends_images_audio_and_video_as_inline_data_or_file_data() {
+    let fake = FakeGemini::start().await;
+    let mut request = request("");
+    request.items = vec![Item::User {
+        content: "Describe these.".to_owned(),
+        media: vec![
+            Media::base64(MediaKind::Image, "image/png", "iVBORw0KGgo="),
+            Media::base64(MediaKind::Audio, "audio/mp3", "SUQz"),
+            Media::base64(MediaKind::Video, "video/mp4", "AAAAIGZ0eXA="),
+            Media::url(
+                MediaKind::Video,
+                "https://generativelanguage.googleapis.com/v1beta/files/abc123",
+            )
+            .with_media_type("video/mp4"),
+            Media::url(MediaKind::Image, "gs://bucket/cat.jpg"),
+        ],
+    }];
+    let (_, error) = collect(provider(&fake).stream(request).await.unwrap()).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        fake.requests()[0]["contents"],
+        json!([{"role": "user", "parts": [
+            {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
+            {"inlineData": {"mimeType": "audio/mp3", "data": "SUQz"}},
+            {"inlineData": {"mimeType": "video/mp4", "data": "AAAAIGZ0eXA="}},
+            {"fileData": {"mimeType": "video/mp4", "fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc123"}},
+            {"fileData": {"fileUri": "gs://bucket/cat.jpg"}},
+            {"text": "Describe these."},
+        ]}])
+    );
+}
+
+#[tokio::test]
+async fn an_idle_stream_times_out_retryably() {
+    let fake = FakeGemini::start().await;
+    let gate = Gate::new();
+    fake.push(Script::new().text("Hel").hold(&gate).text("lo"));
+    let provider = provider(&fake).with_idle_timeout(Duration::from_millis(300));
+    let (events, error) = collect(provider.stream(request("hi")).await.unwrap()).await;
+    assert_eq!(events, vec![ModelEvent::TextDelta("Hel".to_owned())]);
+    let error = error.expect("an idle timeout");
+    assert!(
+        matches!(error, ModelError::IdleTimeout { idle } if idle == Duration::from_millis(300)),
+        "{error:?}"
+    );
+    assert!(error.is_retryable());
 }

@@ -54,9 +54,7 @@ fn request(system: &str, items: Vec<Item>, tools: Vec<ToolSpec>) -> ModelRequest
 }
 
 fn user(text: &str) -> Item {
-    Item::User {
-        content: text.to_owned(),
-    }
+    Item::user(text.to_owned())
 }
 
 fn tools() -> Vec<ToolSpec> {

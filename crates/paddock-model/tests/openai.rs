@@ -4,12 +4,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::StreamExt;
 use paddock_model::openai::OpenAiProvider;
 use paddock_model::{
-    Item, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream, ToolCall, ToolSpec,
-    Usage,
+    Item, Media, MediaKind, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream,
+    ToolCall, ToolSpec, Usage,
 };
 use paddock_test_support::{FakeOpenAi, Gate, Script};
 use serde_json::json;
@@ -22,9 +23,7 @@ fn request(text: &str) -> ModelRequest {
     ModelRequest {
         model: "gpt-test".to_owned(),
         system: "You are terse.".to_owned(),
-        items: vec![Item::User {
-            content: text.to_owned(),
-        }],
+        items: vec![Item::user(text.to_owned())],
         tools: Vec::new(),
         max_output_tokens: None,
     }
@@ -334,9 +333,7 @@ async fn maps_the_canonical_request_to_chat_completions() {
         model: "gpt-test".to_owned(),
         system: "You are Paddock.".to_owned(),
         items: vec![
-            Item::User {
-                content: "Weather in Paris and Rome?".to_owned(),
-            },
+            Item::user("Weather in Paris and Rome?".to_owned()),
             Item::Assistant {
                 text: String::new(),
                 tool_calls: vec![
@@ -368,9 +365,7 @@ async fn maps_the_canonical_request_to_chat_completions() {
                 text: "Paris is sunny.".to_owned(),
                 tool_calls: Vec::new(),
             },
-            Item::User {
-                content: "Thanks".to_owned(),
-            },
+            Item::user("Thanks".to_owned()),
         ],
         tools: vec![ToolSpec {
             name: "get_weather".to_owned(),
@@ -512,4 +507,128 @@ async fn reports_cached_prompt_tokens() {
             cache_write_tokens: 0,
         })
     );
+}
+
+/// A user item carrying one of each kind of media, by URL and inline.
+fn media_request() -> ModelRequest {
+    ModelRequest {
+        model: "gpt-test".to_owned(),
+        system: String::new(),
+        items: vec![Item::User {
+            content: "What is in these?".to_owned(),
+            media: vec![
+                Media::url(MediaKind::Image, "https://example.com/cat.png"),
+                Media::base64(MediaKind::Image, "image/png", "iVBORw0KGgo="),
+                Media::base64(MediaKind::Audio, "audio/wav", "UklGRg==").with_name("hello.wav"),
+                Media::base64(MediaKind::Audio, "audio/mpeg", "SUQz"),
+                Media::url(MediaKind::Audio, "https://example.com/talk.mp3"),
+                Media::base64(MediaKind::Audio, "audio/ogg", "T2dnUw==").with_name("note.ogg"),
+                Media::url(MediaKind::Video, "https://example.com/clip.mp4")
+                    .with_media_type("video/mp4")
+                    .with_name("clip.mp4"),
+            ],
+        }],
+        tools: Vec::new(),
+        max_output_tokens: None,
+    }
+}
+
+#[tokio::test]
+async fn sends_media_as_content_parts_and_names_what_chat_completions_cannot_take() {
+    let fake = FakeOpenAi::start().await;
+    let stream = provider(&fake).stream(media_request()).await.unwrap();
+    let (_, error) = collect(stream).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        fake.requests()[0]["messages"],
+        json!([{
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+                {"type": "input_audio", "input_audio": {"data": "SUQz", "format": "mp3"}},
+                {"type": "text", "text": "[audio attachment \"https://example.com/talk.mp3\" not shown: this API takes audio only inline, not by URL]"},
+                {"type": "text", "text": "[audio attachment \"note.ogg\" (audio/ogg) not shown: this API takes audio only as WAV or MP3]"},
+                {"type": "text", "text": "[video attachment \"clip.mp4\" (video/mp4) not shown: this API does not take video]"},
+                {"type": "text", "text": "What is in these?"},
+            ],
+        }])
+    );
+}
+
+#[tokio::test]
+async fn media_without_text_sends_only_the_media() {
+    let fake = FakeOpenAi::start().await;
+    let mut request = request("");
+    request.items = vec![Item::User {
+        content: String::new(),
+        media: vec![Media::url(MediaKind::Image, "https://example.com/a.jpg")],
+    }];
+    let (_, error) = collect(provider(&fake).stream(request).await.unwrap()).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        fake.requests()[0]["messages"][1],
+        json!({"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}},
+        ]})
+    );
+}
+
+#[tokio::test]
+async fn a_stream_silent_for_the_idle_timeout_fails_retryably_naming_it() {
+    let fake = FakeOpenAi::start().await;
+    let gate = Gate::new();
+    fake.push(Script::new().text("Hel").hold(&gate).text("lo"));
+    let provider = provider(&fake).with_idle_timeout(Duration::from_millis(300));
+    let stream = provider.stream(request("hi")).await.unwrap();
+    let (events, error) = collect(stream).await;
+    assert_eq!(events, vec![ModelEvent::TextDelta("Hel".to_owned())]);
+    let error = error.expect("an idle timeout");
+    assert!(
+        matches!(error, ModelError::IdleTimeout { idle } if idle == Duration::from_millis(300)),
+        "{error:?}"
+    );
+    assert!(error.is_retryable());
+    assert_eq!(error.retry_after(), None);
+    assert_eq!(
+        error.to_string(),
+        "the provider sent nothing for 300ms (idle timeout)"
+    );
+    assert!(!gate.is_open());
+}
+
+#[tokio::test]
+async fn a_stream_silent_from_its_start_times_out_too() {
+    let fake = FakeOpenAi::start().await;
+    let gate = Gate::new();
+    // The fake sends its headers, then holds before the first chunk.
+    fake.push(Script::new().hold(&gate).text("late"));
+    let provider = provider(&fake).with_idle_timeout(Duration::from_millis(300));
+    let (events, error) = collect(provider.stream(request("hi")).await.unwrap()).await;
+    assert_eq!(events, vec![]);
+    assert!(
+        matches!(error, Some(ModelError::IdleTimeout { .. })),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_stream_that_keeps_sending_is_not_idle() {
+    let fake = FakeOpenAi::start().await;
+    // Each chunk comes 40 ms after the last: the whole answer takes longer than the idle
+    // timeout, no silence does.
+    fake.push(
+        Script::new()
+            .text("a")
+            .text("b")
+            .text("c")
+            .text("d")
+            .chunk_delay(Duration::from_millis(40)),
+    );
+    let provider = provider(&fake).with_idle_timeout(Duration::from_millis(150));
+    let (events, error) = collect(provider.stream(request("hi")).await.unwrap()).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(events.len(), 5, "{events:?}");
+    assert_eq!(events.last(), Some(&ModelEvent::Finished));
 }

@@ -3,13 +3,14 @@
 //! facts with their overrides.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::StreamExt;
 use paddock_model::{
-    Item, ModelEvent, ModelInfo, ModelOverrides, ModelRequest, ProviderConfig, ProviderKind,
-    ProviderRegistry, Usage, builtin_providers,
+    Item, ModelError, ModelEvent, ModelInfo, ModelOverrides, ModelRequest, ProviderConfig,
+    ProviderKind, ProviderRegistry, Usage, builtin_providers,
 };
-use paddock_test_support::{FakeAnthropic, FakeGemini, FakeOpenAi, Script};
+use paddock_test_support::{FakeAnthropic, FakeGemini, FakeOpenAi, Gate, Script};
 use serde_json::json;
 
 /// An environment variable no test environment sets.
@@ -241,9 +242,7 @@ fn hello() -> ModelRequest {
     ModelRequest {
         model: "m".to_owned(),
         system: String::new(),
-        items: vec![Item::User {
-            content: "hi".to_owned(),
-        }],
+        items: vec![Item::user("hi".to_owned())],
         tools: Vec::new(),
         max_output_tokens: None,
     }
@@ -293,4 +292,42 @@ async fn each_kind_speaks_its_own_protocol() {
         assert_eq!(first, ModelEvent::TextDelta(expected.to_owned()), "{model}");
     }
     assert_eq!(anthropic.request_headers()[0]["x-api-key"], "test-key");
+}
+
+#[tokio::test]
+async fn a_configured_idle_timeout_reaches_the_provider() {
+    let fake = FakeOpenAi::start().await;
+    let gate = Gate::new();
+    fake.push(Script::new().text("Hel").hold(&gate));
+    let config: ProviderConfig = serde_json::from_value(json!({
+        "kind": "openai",
+        "base_url": fake.base_url(),
+        "idle_timeout_secs": 1,
+    }))
+    .unwrap();
+    let slow = registry(vec![("slow", config)]).unwrap();
+    let (provider, name) = slow.resolve("slow/m").unwrap();
+    let request = ModelRequest {
+        model: name,
+        system: String::new(),
+        items: vec![Item::user("hi")],
+        tools: Vec::new(),
+        max_output_tokens: None,
+    };
+    let stream = provider.stream(request).await.unwrap();
+    let results: Vec<_> = stream.collect().await;
+    assert!(matches!(&results[0], Ok(ModelEvent::TextDelta(t)) if t == "Hel"));
+    match &results[1] {
+        Err(ModelError::IdleTimeout { idle }) => assert_eq!(*idle, Duration::from_secs(1)),
+        other => panic!("expected an idle timeout, got {other:?}"),
+    }
+    assert_eq!(results.len(), 2);
+
+    let mut zero = ProviderConfig::new(ProviderKind::Openai, "http://h/v1");
+    zero.idle_timeout_secs = Some(0);
+    let message = registry(vec![("x", zero)]).unwrap_err();
+    assert!(
+        message.contains("`providers.x.idle_timeout_secs` must be at least 1"),
+        "{message}"
+    );
 }

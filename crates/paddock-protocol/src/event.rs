@@ -15,11 +15,14 @@ pub enum EventType {
     SteeringResolved,
     Filesystem,
     ReplayTruncated,
+    /// Paddock's own addition (clients ignore unknown types, spec §7.4): older turns of a
+    /// thread were summarised so the conversation fits the model's context window.
+    Compaction,
 }
 
 impl EventType {
     /// Every type, for validating `types=` filters.
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 10] = [
         EventType::Message,
         EventType::RunStatus,
         EventType::Token,
@@ -29,6 +32,7 @@ impl EventType {
         EventType::SteeringResolved,
         EventType::Filesystem,
         EventType::ReplayTruncated,
+        EventType::Compaction,
     ];
 
     /// The `event:` name on the wire.
@@ -43,6 +47,7 @@ impl EventType {
             EventType::SteeringResolved => "steering_resolved",
             EventType::Filesystem => "filesystem",
             EventType::ReplayTruncated => "replay_truncated",
+            EventType::Compaction => "compaction",
         }
     }
 

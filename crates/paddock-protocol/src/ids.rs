@@ -18,6 +18,9 @@ pub mod prefix {
     pub const CALL: &str = "call_";
     pub const STEERING: &str = "srq_";
     pub const REQUEST: &str = "req_";
+    pub const SECRET: &str = "sec_";
+    pub const MEMORY: &str = "mem_";
+    pub const SKILL: &str = "skl_";
 }
 
 /// A new random id with the given prefix.

@@ -6,11 +6,13 @@
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod knowledge;
 pub mod requests;
 pub mod resources;
 pub mod time;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{EventType, StoredEvent};
+pub use knowledge::*;
 pub use requests::*;
 pub use resources::*;

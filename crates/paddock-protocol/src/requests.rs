@@ -453,6 +453,39 @@ pub struct KeyRevoked {
     pub status: String,
 }
 
+/// `POST /v1/secrets` (spec §15.1).
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreateSecretRequest {
+    /// The credential, 8 to 65,536 bytes. Stored encrypted; never returned.
+    #[schema(min_length = 8, max_length = 65536)]
+    pub value: String,
+    /// 1–128 characters of `[A-Za-z0-9_.-]`, unique in the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.-]{1,128}$")]
+    pub name: Option<String>,
+    /// If set, only deployments with this `customer_id` may reference the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+}
+
+impl std::fmt::Debug for CreateSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateSecretRequest")
+            .field("name", &self.name)
+            .field("customer_id", &self.customer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer to `DELETE /v1/secrets/:secret_id` (spec §15.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SecretDeleted {
+    pub secret_id: String,
+    /// Always `deleted`.
+    #[schema(example = "deleted")]
+    pub status: String,
+}
+
 /// The answer to `GET /healthz` (spec §17).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HealthStatus {

@@ -1,6 +1,6 @@
 //! Resource objects as the API returns them (spec §3–§16).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -125,6 +125,11 @@ pub struct DeploymentConfig {
     pub skills: Vec<SkillSummary>,
     pub secrets: BTreeMap<String, String>,
     pub tool_policies: BTreeMap<String, String>,
+    /// Tools disabled through `PATCH …/tools/:name` (spec §13.2), by model-facing name. Empty
+    /// in the deployment's own document (the settings live in their own table); filled in when
+    /// a run starts, so the run keeps the set it started with (spec §18 guarantee 34).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub disabled_tools: BTreeSet<String>,
 }
 
 /// The full deployment object (spec §3.1).
@@ -297,4 +302,18 @@ pub mod scope {
     pub const SECRETS_WRITE: &str = "secrets:write";
     pub const ADMIN: &str = "admin";
     pub const ALL: [&str; 4] = [DEPLOYMENTS_READ, DEPLOYMENTS_WRITE, SECRETS_WRITE, ADMIN];
+}
+
+/// A secret as the API shows it (spec §15.1): never its value. `used_by` is in lists only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Secret {
+    #[schema(example = "sec_4hT8qL")]
+    pub secret_id: String,
+    pub name: Option<String>,
+    pub customer_id: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// How many deployments reference the secret (lists only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<i64>,
 }

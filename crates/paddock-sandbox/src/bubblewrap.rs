@@ -111,8 +111,9 @@ pub enum MemoryEnforcement {
 /// How the process cap is enforced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessEnforcement {
-    /// cgroup `pids.max` (per deployment and per command) plus `RLIMIT_NPROC`; hitting the
-    /// cgroup cap kills the command ([`KillReason::ProcessLimit`]).
+    /// cgroup `pids.max` (per deployment and per command) plus `RLIMIT_NPROC` as a backstop
+    /// at twice the cap (so the cgroup, which counts refusals, is always the limit that is
+    /// hit); hitting the cgroup cap kills the command ([`KillReason::ProcessLimit`]).
     CgroupAndRlimit,
     /// `RLIMIT_NPROC` only: forks beyond the cap fail with `EAGAIN`; a fork bomb is contained
     /// and ends at the timeout.
@@ -177,6 +178,24 @@ const ETC_INTERNET: [&str; 6] = [
 /// and gives the command `/dev/null` as stdin.
 const WRAPPER: &str =
     "read -r _ || exit 125\nexec 4<\"$1\" 5>&2 6<&0 </dev/null || exit 125\nshift\nexec \"$@\"\n";
+
+/// `RLIMIT_NPROC` for a command whose cap is `max_processes`.
+///
+/// Without a pids cgroup the rlimit *is* the cap. With one, the cgroup must be the limit that
+/// refuses forks, because only the cgroup counts refusals (`pids.events`), and that count is
+/// how a fork bomb is recognised and killed ([`KillReason::ProcessLimit`]). Setting both to
+/// the same value made the two race: the kernel charges `RLIMIT_NPROC` early in `fork`
+/// (when the child's credentials are copied) and the pids cgroup later, so under concurrent
+/// forks the rlimit count runs ahead and the rlimit refuses first, uncounted; the bomb then
+/// spun on `EAGAIN` and the command was reported as not killed. The rlimit stays as a
+/// backstop at twice the cap, far above what in-flight forks can add.
+fn nproc_rlimit(max_processes: u32, pids_cgroup: bool) -> u32 {
+    if pids_cgroup {
+        max_processes.saturating_mul(2)
+    } else {
+        max_processes
+    }
+}
 
 /// How often the process-cap counter is checked while a command runs.
 const PIDS_POLL: Duration = Duration::from_millis(100);
@@ -252,6 +271,9 @@ pub struct BubblewrapSandbox {
     cgroups_unavailable: Option<String>,
     internet_unavailable: Option<String>,
     counter: AtomicU64,
+    /// Serialises this process's probes, so one probe's teardown never removes the cgroup
+    /// another probe is about to enter.
+    probe_lock: tokio::sync::Mutex<()>,
 }
 
 /// Per-uid generated account files.
@@ -383,6 +405,7 @@ impl BubblewrapSandbox {
             cgroups_unavailable,
             internet_unavailable,
             counter: AtomicU64::new(0),
+            probe_lock: tokio::sync::Mutex::new(()),
         };
         let e = sandbox.enforcement();
         if let Some(reason) = &e.cgroups_unavailable {
@@ -564,12 +587,15 @@ impl BubblewrapSandbox {
 
     /// The command bubblewrap executes: `prlimit … -- bash -c <script>`.
     fn inner_command(&self, spec: &DeploymentSandbox, command: &Command) -> Vec<OsString> {
-        let memory_cgroup = self.cgroups.as_ref().is_some_and(|c| c.controllers().0);
+        let (memory_cgroup, pids_cgroup, _) = self
+            .cgroups
+            .as_ref()
+            .map_or((false, false, false), Cgroups::controllers);
         let mut v: Vec<OsString> = vec![
             self.prlimit_inside.clone().into(),
             "--core=0".into(),
             format!("--fsize={}", self.config.max_file_size_mb * 1024 * 1024).into(),
-            format!("--nproc={}", spec.max_processes).into(),
+            format!("--nproc={}", nproc_rlimit(spec.max_processes, pids_cgroup)).into(),
         ];
         if !memory_cgroup {
             v.push(format!("--as={}", spec.memory_bytes()).into());
@@ -1048,11 +1074,16 @@ impl Sandbox for BubblewrapSandbox {
 
     async fn probe(&self) -> Result<(), SandboxError> {
         let workspace = self.config.runtime_dir.join("probe-workspace");
+        // The probe's cgroup is this process's own: another Paddock process on the host (a
+        // second node, a restart overlapping the old process) sweeps empty leaves of shared
+        // cgroups, and would remove a leaf this probe created before the probe entered it.
+        let probe_id = format!("paddock-probe-{}", std::process::id());
         let spec = DeploymentSandbox {
             memory_mb: 256,
             max_processes: 64,
-            ..DeploymentSandbox::new("paddock-probe", &workspace)
+            ..DeploymentSandbox::new(&probe_id, &workspace)
         };
+        let _one_at_a_time = self.probe_lock.lock().await;
         self.prepare(&spec).await?;
         let output = self
             .run(
@@ -1060,7 +1091,12 @@ impl Sandbox for BubblewrapSandbox {
                 Command::new("true").with_timeout(Duration::from_secs(60)),
             )
             .await
-            .map_err(|e| SandboxError::Probe(e.to_string()))?;
+            .map_err(|e| SandboxError::Probe(e.to_string()));
+        // Nothing of the probe is left behind (its cgroups are empty once `true` has exited).
+        if let Err(e) = self.teardown(&probe_id).await {
+            tracing::debug!(error = %e, "could not remove the probe's cgroups");
+        }
+        let output = output?;
         if output.success() {
             Ok(())
         } else {
@@ -1252,6 +1288,13 @@ fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pids_cgroup_is_hit_before_the_nproc_rlimit() {
+        assert_eq!(nproc_rlimit(64, false), 64);
+        assert!(nproc_rlimit(64, true) > 64);
+        assert_eq!(nproc_rlimit(u32::MAX, true), u32::MAX);
+    }
 
     #[test]
     fn decodes_statuses() {

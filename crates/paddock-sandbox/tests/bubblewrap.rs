@@ -634,8 +634,10 @@ async fn fork_bomb_is_contained_by_rlimit_without_cgroups() {
         fx.sandbox.enforcement().processes,
         ProcessEnforcement::Rlimit
     );
+    // The trailing `sleep` keeps the sandbox alive long enough for the bomb to reach the cap:
+    // `wait` alone can return (and the PID namespace be torn down) before it does.
     let out = fx
-        .run_cmd(Command::new(":(){ :|:& };:; wait").with_timeout(Duration::from_secs(5)))
+        .run_cmd(Command::new(":(){ :|:& };:; wait; sleep 2").with_timeout(Duration::from_secs(5)))
         .await;
     // Without cgroups nothing counts refused forks: the bomb either collapses on its own or
     // runs into the timeout, but it never grows past the cap and never outlives the command.

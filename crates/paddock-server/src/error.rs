@@ -111,6 +111,10 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::conflict(m),
             StoreError::LimitReached(m) => ApiError::rate_limited(m, 1),
             StoreError::RunFinished => ApiError::conflict("The run has already ended."),
+            StoreError::InsufficientCredits => ApiError::new(
+                ErrorCode::InsufficientCredits,
+                "The account has no credits left; add credits to continue.",
+            ),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::server_error()

@@ -15,7 +15,9 @@ mod paging;
 mod provisioning;
 mod request_id;
 mod routes;
+pub mod sandbox;
 pub mod settings;
+mod skills;
 mod state;
 mod validate;
 mod views;
@@ -57,6 +59,10 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] sandbox::BackendError),
     #[error("could not listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -84,6 +90,38 @@ fn node_id(path: &std::path::Path) -> Result<String, StartError> {
         }
         Err(e) => Err(failed(e)),
     }
+}
+
+/// The key secrets are encrypted with (spec §15.2): the configured one, else
+/// `PADDOCK_MASTER_KEY`, else the key file in the data directory (created on first start).
+fn master_key(settings: &ServerSettings) -> Result<paddock_store::SecretBox, StartError> {
+    if let Some(key) = &settings.master_key {
+        return Ok(key.clone());
+    }
+    if let Ok(text) = std::env::var("PADDOCK_MASTER_KEY") {
+        return paddock_store::SecretBox::parse(&text)
+            .map_err(|e| StartError::MasterKey(format!("PADDOCK_MASTER_KEY: {e}")));
+    }
+    let path = settings.master_key_path();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let text = paddock_store::SecretBox::generate_key_text();
+            keys::write_secret_file(&path, &format!("{text}\n")).map_err(|e| {
+                StartError::MasterKey(format!("could not create {}: {e}", path.display()))
+            })?;
+            tracing::info!(path = %path.display(), "created a new master key for secrets");
+            text
+        }
+        Err(e) => {
+            return Err(StartError::MasterKey(format!(
+                "could not read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    paddock_store::SecretBox::parse(&text)
+        .map_err(|e| StartError::MasterKey(format!("{}: {e}", path.display())))
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -127,6 +165,23 @@ impl Server {
             Some(id) => id.clone(),
             None => node_id(&settings.node_id_path())?,
         };
+        let secret_box = master_key(&settings)?;
+        let mut settings = settings;
+        let backend = sandbox::build(&settings)?;
+        // Deployments can name only the backend actually used (spec §3.3).
+        settings.sandbox_backends = vec![backend.name().to_owned()];
+        settings.sandbox_default = backend.name().to_owned();
+        // The sandbox uids must traverse (not list) the workspaces directory to reach theirs.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = settings.workspaces_dir();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(
+                |source| StartError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                },
+            )?;
+        }
         let runtime = Runtime::new(
             store.clone(),
             models,
@@ -139,12 +194,28 @@ impl Server {
                 node_id,
                 lease_duration: settings.lease_duration,
                 heartbeat_interval: settings.heartbeat_interval,
+                claim_poll_interval: settings.claim_poll_interval,
+                max_concurrent_runs: settings.max_concurrent_runs,
                 steering_timeout: settings.steering_timeout,
+                memory_context_tokens: settings.memory_context_tokens,
                 park_timeout: settings
                     .shutdown_grace
                     .min(std::time::Duration::from_secs(10)),
-                ..RuntimeSettings::default()
+                mcp_connect_timeout: settings.mcp_connect_timeout,
+                mcp_call_timeout: settings.mcp_call_timeout,
+                outbound: settings.outbound.clone(),
+                secret_box: Some(secret_box),
+                shell: paddock_core::tools::ShellSettings {
+                    timeout: settings.sandbox_command_timeout,
+                    output_cap: settings.sandbox_output_cap,
+                },
+                sandbox_max_processes: settings.sandbox_max_processes,
+                large_output: paddock_core::tools::LargeOutputSettings {
+                    threshold_bytes: settings.large_output_bytes,
+                    preview_bytes: settings.large_output_preview_bytes,
+                },
             },
+            backend.clone(),
         );
 
         let listener =

@@ -29,10 +29,19 @@ pub(crate) async fn resume(state: &AppState) -> Result<(), StoreError> {
 async fn provision(state: &AppState, mut deployment: DeploymentRecord) {
     let root = state.settings.workspaces_dir().join(&deployment.id);
     let timeout = state.settings.provisioning_timeout;
-    let outcome = tokio::time::timeout(timeout, prepare_workspace(root)).await;
+    let outcome = tokio::time::timeout(timeout, async {
+        prepare_workspace(root)
+            .await
+            .map_err(|e| format!("could not create the workspace: {e}"))?;
+        if deployment.config.sandbox.enabled {
+            prepare_sandbox(state, &deployment).await?;
+        }
+        Ok::<(), String>(())
+    })
+    .await;
     let error = match outcome {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(format!("could not create the workspace: {e}")),
+        Ok(Err(e)) => Some(e),
         Err(_) => Some(format!(
             "provisioning took longer than {} seconds",
             timeout.as_secs()
@@ -71,6 +80,24 @@ async fn provision(state: &AppState, mut deployment: DeploymentRecord) {
     if let Err(e) = state.store.set_deployment_status(&deployment).await {
         tracing::error!(deployment_id = %deployment.id, error = %e, "provisioning: could not record status");
     }
+}
+
+/// Sets the deployment's sandbox up (workspace ownership, cgroups) and runs the backend's
+/// health check (spec §3.2: "starts the sandbox once as a health check"). A failure fails
+/// provisioning; nothing falls back to running outside the sandbox.
+async fn prepare_sandbox(state: &AppState, deployment: &DeploymentRecord) -> Result<(), String> {
+    let sandbox = state.runtime.sandbox();
+    let spec = state
+        .runtime
+        .sandbox_spec(&deployment.id, &deployment.config);
+    sandbox
+        .prepare(&spec)
+        .await
+        .map_err(|e| format!("could not prepare the sandbox: {e}"))?;
+    sandbox
+        .probe()
+        .await
+        .map_err(|e| format!("the sandbox health check failed: {e}"))
 }
 
 async fn prepare_workspace(root: std::path::PathBuf) -> std::io::Result<()> {

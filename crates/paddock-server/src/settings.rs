@@ -38,12 +38,32 @@ pub struct ServerSettings {
     pub provisioning_timeout: Duration,
     /// How long a retained workspace archive is kept after a deployment is deleted.
     pub snapshot_retention: Duration,
-    /// The sandbox backend deployments get when they name none, and the ones they may name.
+    /// The sandbox backend this server runs commands with (`bubblewrap`, the default, or
+    /// `host`, which needs `sandbox_allow_host`). Deployments get it when they name none.
     pub sandbox_default: String,
+    /// The `sandbox.type` values deployments may name. [`crate::Server::start`] sets it to the
+    /// one backend it started, so a deployment can only name the backend actually used.
     pub sandbox_backends: Vec<String>,
+    /// The operator's explicit consent to the `host` backend, which runs commands with no
+    /// isolation at all (development only). Default `false`.
+    pub sandbox_allow_host: bool,
     /// Upper bounds a deployment's `sandbox` may ask for.
     pub sandbox_max_cpus: f64,
     pub sandbox_max_memory_mb: u32,
+    /// Default timeout of a `shell` command and the cap of its `timeout_s` (default 300 s).
+    pub sandbox_command_timeout: Duration,
+    /// Cap on processes and threads of one deployment's commands (default 512).
+    pub sandbox_max_processes: u32,
+    /// Bytes kept of each of a command's stdout and stderr (default 1 MiB).
+    pub sandbox_output_cap: usize,
+    /// Where the bubblewrap backend keeps its generated files; `None`: its default
+    /// (`/run/paddock-sandbox` as root).
+    pub sandbox_runtime_dir: Option<PathBuf>,
+    /// A tool result longer than this is saved to the workspace and cut (spec §13.1; default
+    /// 32 KiB).
+    pub large_output_bytes: usize,
+    /// How much of a cut result the model still gets (default 16 KiB).
+    pub large_output_preview_bytes: usize,
     /// Knobs of the run loop.
     pub max_steps: i64,
     pub model_retry_window: Duration,
@@ -58,9 +78,30 @@ pub struct ServerSettings {
     pub lease_duration: Duration,
     /// How often a node renews the leases of the runs it drives.
     pub heartbeat_interval: Duration,
+    /// How often the worker looks for runnable runs nothing woke it for (runs of a dead
+    /// node whose lease expired, steering requests past the timeout).
+    pub claim_poll_interval: Duration,
+    /// Runs this node drives at once; more runnable runs wait in the store.
+    pub max_concurrent_runs: usize,
     /// Steering requests unanswered this long end their run with `steering_timeout` (spec
     /// §6.5); `None` is off.
     pub steering_timeout: Option<Duration>,
+    /// Budget of the memory block put into each run's context, in estimated tokens (a quarter
+    /// of the characters); past it, the memories most relevant to the thread are chosen
+    /// (spec §10).
+    pub memory_context_tokens: u64,
+    /// Which addresses outbound requests for clients (attachments, `url` skills, MCP servers)
+    /// may reach beyond the public internet (spec §1.13). Default: none.
+    pub outbound: paddock_net::AddressPolicy,
+    /// How long connecting to an MCP server and listing its tools may take at a run start
+    /// (spec §14.2; default 10 s).
+    pub mcp_connect_timeout: Duration,
+    /// How long one MCP tool call may take before it fails (spec §14.2; default 120 s).
+    pub mcp_call_timeout: Duration,
+    /// The master key secrets are encrypted with (spec §15.2). `None`: `PADDOCK_MASTER_KEY`
+    /// from the environment (32 bytes as base64 or hex), else `<data_dir>/master.key` (created
+    /// with a random key, mode 0600, on first start). Its `Debug` shows nothing of the key.
+    pub master_key: Option<paddock_store::SecretBox>,
     /// Token that `/metrics` requires, if any.
     pub metrics_token: Option<String>,
     /// How long in-flight requests may take to finish after a shutdown signal.
@@ -74,6 +115,20 @@ pub struct Limits {
     pub json_body_bytes: usize,
     /// Maximum characters of a message's `content` and of a `system_prompt`.
     pub content_chars: usize,
+    /// Maximum bytes of file content a Files API upload may carry (spec §1.12); the JSON
+    /// (base64) form may have a body up to 4/3 of this plus 64 KiB.
+    pub file_upload_bytes: usize,
+}
+
+impl Limits {
+    /// The largest body `PUT …/files` reads in its JSON form: base64 of the largest file plus
+    /// room for the rest of the object.
+    pub fn file_json_body_bytes(&self) -> usize {
+        self.file_upload_bytes
+            .saturating_mul(4)
+            .div_ceil(3)
+            .saturating_add(64 * 1024)
+    }
 }
 
 /// Rate limits (spec §1.11); `None` is off.
@@ -102,6 +157,7 @@ impl ServerSettings {
             limits: Limits {
                 json_body_bytes: 1024 * 1024,
                 content_chars: 100_000,
+                file_upload_bytes: 50 * 1024 * 1024,
             },
             rate_limits: RateLimits {
                 requests_per_second: None,
@@ -115,8 +171,15 @@ impl ServerSettings {
             snapshot_retention: Duration::from_secs(30 * 24 * 3600),
             sandbox_default: "bubblewrap".to_owned(),
             sandbox_backends: vec!["bubblewrap".to_owned()],
+            sandbox_allow_host: false,
             sandbox_max_cpus: 4.0,
             sandbox_max_memory_mb: 16384,
+            sandbox_command_timeout: Duration::from_secs(300),
+            sandbox_max_processes: 512,
+            sandbox_output_cap: 1024 * 1024,
+            sandbox_runtime_dir: None,
+            large_output_bytes: 32 * 1024,
+            large_output_preview_bytes: 16 * 1024,
             max_steps: 200,
             model_retry_window: Duration::from_secs(600),
             max_output_tokens: None,
@@ -124,7 +187,14 @@ impl ServerSettings {
             node_id: None,
             lease_duration: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),
+            claim_poll_interval: Duration::from_secs(1),
+            max_concurrent_runs: 256,
             steering_timeout: None,
+            memory_context_tokens: paddock_core::memory::DEFAULT_CONTEXT_TOKENS,
+            outbound: paddock_net::AddressPolicy::default(),
+            mcp_connect_timeout: Duration::from_secs(10),
+            mcp_call_timeout: Duration::from_secs(120),
+            master_key: None,
             metrics_token: None,
             shutdown_grace: Duration::from_secs(30),
         }
@@ -138,6 +208,11 @@ impl ServerSettings {
     /// Where deployments' workspaces live.
     pub fn workspaces_dir(&self) -> PathBuf {
         self.data_dir.join("workspaces")
+    }
+
+    /// The generated master key file, used when no master key is configured.
+    pub fn master_key_path(&self) -> PathBuf {
+        self.data_dir.join("master.key")
     }
 
     /// Where model files live.

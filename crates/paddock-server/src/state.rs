@@ -24,6 +24,8 @@ pub struct AppState {
     pub(crate) touches: Arc<crate::auth::TouchBook>,
     /// Cancelled when the server shuts down: open event streams end.
     pub shutdown: CancellationToken,
+    /// The sandbox backend's cached probe (`/readyz`).
+    pub(crate) sandbox_probe: Arc<crate::sandbox::ProbeCache>,
 }
 
 impl AppState {
@@ -42,7 +44,9 @@ impl AppState {
         runtime.set_usage_observer(Arc::new(move |provider, input, output| {
             observer.observe_tokens(provider, input, output);
         }));
+        let sandbox_probe = Arc::new(crate::sandbox::ProbeCache::new(runtime.sandbox().clone()));
         Self {
+            sandbox_probe,
             store,
             runtime,
             metrics,

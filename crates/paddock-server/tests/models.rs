@@ -1,13 +1,17 @@
 //! Models end to end: one thread switched between vendors keeps its history (each vendor's fake
 //! receives the canonical conversation rendered in its own format), and model calls are priced
-//! from the capability table into `usage.credits` and the account's balance.
+//! from the capability table into `usage.credits` and the account's balance. Run-level model
+//! behaviour: parallel tool calls, retries of transient failures, and the run's end when they
+//! are exhausted.
 
 // Test code: a failed expectation should stop the test with a clear panic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use paddock_client::CreditsChange;
+use std::time::Duration;
+
+use paddock_client::{CreditsChange, SseEvent};
 use paddock_model::{ProviderConfig, ProviderKind};
 use paddock_server::ServerSettings;
 use paddock_test_support::{FakeAnthropic, FakeGemini, FakeOpenAi, Script};
@@ -331,4 +335,266 @@ async fn model_calls_are_priced_into_usage_and_debited_from_the_balance() {
         .await
         .expect("account");
     assert_eq!(after.balance, account.balance);
+}
+
+/// Sends `content` and waits for the run to end, whatever its status; returns its events.
+async fn run_events(t: &TestServer, deployment_id: &str, content: &str) -> Vec<SseEvent> {
+    let mut events = open_events(&t.admin, deployment_id).await;
+    let accepted = t
+        .admin
+        .send_message(deployment_id, content, None, &[])
+        .await
+        .expect("send");
+    collect_until(&mut events, |e| is_terminal(e, &accepted.run_id)).await
+}
+
+/// One response with two tool calls: both run, in the order the model gave them (the read
+/// sees the write), and the next request carries both results matched to their calls — in
+/// each vendor's format.
+#[tokio::test]
+async fn parallel_tool_calls_run_in_order_and_both_results_reach_the_next_request() {
+    let vendors = Vendors::start().await;
+    let t = TestServer::start_with(|s| vendors.configure(s)).await;
+    let d = t.ready_deployment(json!({})).await;
+    let dep = &d.deployment_id;
+    let calls = |write: &str, read: &str, file: &str| {
+        Script::new()
+            .text("Both at once.")
+            .tool_call(
+                write,
+                "write_file",
+                json!({"path": file, "content": "parallel"}),
+            )
+            .tool_call(read, "read_file", json!({"path": file}))
+    };
+    for (model, write, read) in [
+        ("oai/gpt-test", "call_pw", "call_pr"),
+        ("anth/claude-test", "toolu_pw", "toolu_pr"),
+        ("gem/gemini-test", "", ""),
+    ] {
+        t.admin
+            .update_deployment(dep, &json!({"model": model}))
+            .await
+            .expect("switch");
+        let file = format!("{}.txt", model.split('/').next().unwrap());
+        let script = calls(write, read, &file);
+        match model {
+            "oai/gpt-test" => {
+                vendors.openai.push(script);
+                vendors.openai.push(Script::new().text("Done."));
+            }
+            "anth/claude-test" => {
+                vendors.anthropic.push(script);
+                vendors.anthropic.push(Script::new().text("Done."));
+            }
+            _ => {
+                vendors.gemini.push(script);
+                vendors.gemini.push(Script::new().text("Done."));
+            }
+        }
+        let seen = run_events(&t, dep, "Write then read, in one go").await;
+        let last = seen.last().unwrap();
+        assert_eq!(last.data["status"], "completed", "{model}: {last:?}");
+        let tools: Vec<(&str, &str, String)> = seen
+            .iter()
+            .filter(|e| e.event == "tool_call" || e.event == "tool_result")
+            .map(|e| {
+                (
+                    e.event.as_str(),
+                    e.data["tool"].as_str().unwrap(),
+                    e.data["call_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let (write_id, read_id) = (tools[0].2.clone(), tools[1].2.clone());
+        assert_ne!(write_id, read_id, "{model}: each call has its own id");
+        assert_eq!(
+            tools,
+            [
+                ("tool_call", "write_file", write_id.clone()),
+                ("tool_call", "read_file", read_id.clone()),
+                ("tool_result", "write_file", write_id.clone()),
+                ("tool_result", "read_file", read_id.clone()),
+            ],
+            "{model}: both calls reported, then executed in order"
+        );
+        let read_result = seen
+            .iter()
+            .find(|e| e.event == "tool_result" && e.data["call_id"] == read_id.as_str())
+            .unwrap();
+        assert_eq!(
+            read_result.data["is_error"], false,
+            "{model}: {read_result:?}"
+        );
+        assert!(
+            read_result.data["result"].to_string().contains("parallel"),
+            "{model}: the read ran after the write: {read_result:?}"
+        );
+
+        match model {
+            "oai/gpt-test" => {
+                let requests = vendors.openai.requests();
+                let next = &requests[requests.len() - 1]["messages"];
+                let n = next.as_array().unwrap().len();
+                let call_ids: Vec<&str> = next[n - 3]["tool_calls"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["id"].as_str().unwrap())
+                    .collect();
+                assert_eq!(call_ids, [write, read]);
+                assert_eq!(next[n - 2]["role"], "tool");
+                assert_eq!(next[n - 2]["tool_call_id"], write);
+                assert_eq!(next[n - 1]["tool_call_id"], read);
+                assert!(
+                    next[n - 1]["content"]
+                        .as_str()
+                        .unwrap()
+                        .contains("parallel")
+                );
+            }
+            "anth/claude-test" => {
+                let requests = vendors.anthropic.requests();
+                let next = requests.last().unwrap()["messages"].as_array().unwrap();
+                let n = next.len();
+                let uses: Vec<&str> = next[n - 2]["content"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|b| b["type"] == "tool_use")
+                    .map(|b| b["id"].as_str().unwrap())
+                    .collect();
+                assert_eq!(uses, [write, read]);
+                let results: Vec<(&str, &str)> = next[n - 1]["content"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| {
+                        (
+                            b["tool_use_id"].as_str().unwrap(),
+                            b["content"].as_str().unwrap(),
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    results.len(),
+                    2,
+                    "both results in one user turn: {results:?}"
+                );
+                assert_eq!((results[0].0, results[1].0), (write, read));
+                assert!(results[1].1.contains("parallel"));
+            }
+            _ => {
+                let requests = vendors.gemini.requests();
+                let contents = requests.last().unwrap()["contents"].as_array().unwrap();
+                let n = contents.len();
+                let called: Vec<&str> = contents[n - 2]["parts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|p| p["functionCall"]["name"].as_str())
+                    .collect();
+                assert_eq!(called, ["write_file", "read_file"]);
+                // Gemini pairs responses with calls by position and name.
+                let answered: Vec<&Value> = contents[n - 1]["parts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| &p["functionResponse"])
+                    .collect();
+                assert_eq!(answered.len(), 2);
+                assert_eq!(answered[0]["name"], "write_file");
+                assert_eq!(answered[1]["name"], "read_file");
+                assert!(answered[1]["response"].to_string().contains("parallel"));
+            }
+        }
+    }
+}
+
+/// Two transient failures (429 with `retry-after: 1`, then 503) are retried; the third
+/// attempt answers and the run completes.
+#[tokio::test]
+async fn transient_model_failures_are_retried_until_the_call_succeeds() {
+    let t = TestServer::start_with(|s| s.model_retry_window = Duration::from_secs(30)).await;
+    let d = t.ready_deployment(json!({})).await;
+    t.fake
+        .push(Script::error(429, "Rate limit reached").retry_after(1));
+    t.fake.push(Script::error(503, "The server is overloaded"));
+    t.fake.push(Script::new().text("Third time lucky."));
+    let started = std::time::Instant::now();
+    let seen = run_events(&t, &d.deployment_id, "Hello").await;
+    let last = seen.last().unwrap();
+    assert_eq!(last.data["status"], "completed", "{last:?}");
+    assert_eq!(t.fake.requests().len(), 3);
+    // The first retry waited as long as the vendor asked.
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let text: String = seen
+        .iter()
+        .filter(|e| e.event == "token")
+        .map(|e| e.data["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "Third time lucky.");
+    let agent: Vec<&SseEvent> = seen
+        .iter()
+        .filter(|e| e.event == "message" && e.data["role"] == "agent")
+        .collect();
+    assert_eq!(agent.len(), 1);
+    assert_eq!(agent[0].data["content"], "Third time lucky.");
+}
+
+/// A vendor that keeps failing past the retry window ends the run with `model_error` naming
+/// the vendor's error; a final error (400) is not retried at all.
+#[tokio::test]
+async fn model_errors_end_the_run_once_retries_are_exhausted_or_pointless() {
+    // The harness's retry window is 2 s: attempts at 0, 0.5 and 1.5 s, then a 2 s backoff
+    // would pass it.
+    let t = TestServer::start().await;
+    let d = t.ready_deployment(json!({})).await;
+    t.fake
+        .set_default(Script::error(503, "Upstream capacity exhausted"));
+    let seen = run_events(&t, &d.deployment_id, "Hello").await;
+    let last = seen.last().unwrap();
+    assert_eq!(last.data["status"], "error", "{last:?}");
+    assert_eq!(last.data["error"]["code"], "model_error");
+    let message = last.data["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("503") && message.contains("Upstream capacity exhausted"),
+        "{message}"
+    );
+    let attempts = t.fake.requests().len();
+    assert!(attempts >= 2, "retried before giving up: {attempts}");
+
+    t.fake
+        .set_default(Script::error(400, "Unsupported parameter: temperature"));
+    let seen = run_events(&t, &d.deployment_id, "Again").await;
+    let last = seen.last().unwrap();
+    assert_eq!(last.data["error"]["code"], "model_error", "{last:?}");
+    assert!(
+        last.data["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Unsupported parameter: temperature"),
+        "{last:?}"
+    );
+    assert_eq!(
+        t.fake.requests().len(),
+        attempts + 1,
+        "a 400 is not retried"
+    );
+}
+
+/// A response that keeps breaking off after it started has its own retry budget inside the
+/// window: the fourth break ends the run (1 try + 3 retries) even with minutes of window left.
+#[tokio::test]
+async fn responses_that_keep_breaking_off_have_their_own_retry_budget() {
+    let t = TestServer::start_with(|s| s.model_retry_window = Duration::from_secs(600)).await;
+    let d = t.ready_deployment(json!({})).await;
+    t.fake.set_default(Script::new().text("Half an ans").cut());
+    let seen = run_events(&t, &d.deployment_id, "Hello").await;
+    let last = seen.last().unwrap();
+    assert_eq!(last.data["status"], "error", "{last:?}");
+    assert_eq!(last.data["error"]["code"], "model_error");
+    let message = last.data["error"]["message"].as_str().unwrap();
+    assert!(message.contains("broke off 4 times"), "{message}");
+    assert_eq!(t.fake.requests().len(), 4);
 }

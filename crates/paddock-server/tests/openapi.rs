@@ -41,6 +41,14 @@ const ENDPOINTS: &[(&str, &str, Option<&str>)] = &[
         Some("SteeringAnswerRequest"),
     ),
     ("get", "/v1/deployments/{dep}/events", None),
+    ("get", "/v1/deployments/{dep}/files", None),
+    ("get", "/v1/deployments/{dep}/files/content", None),
+    (
+        "put",
+        "/v1/deployments/{dep}/files",
+        Some("WriteFileRequest"),
+    ),
+    ("delete", "/v1/deployments/{dep}/files", None),
     (
         "post",
         "/v1/deployments/{dep}/threads",
@@ -54,6 +62,38 @@ const ENDPOINTS: &[(&str, &str, Option<&str>)] = &[
         Some("UpdateThreadRequest"),
     ),
     ("delete", "/v1/deployments/{dep}/threads/{thread}", None),
+    (
+        "post",
+        "/v1/deployments/{dep}/memories",
+        Some("MemoryContentRequest"),
+    ),
+    ("get", "/v1/deployments/{dep}/memories", None),
+    ("get", "/v1/deployments/{dep}/memories/{memory}", None),
+    (
+        "patch",
+        "/v1/deployments/{dep}/memories/{memory}",
+        Some("MemoryContentRequest"),
+    ),
+    ("delete", "/v1/deployments/{dep}/memories/{memory}", None),
+    (
+        "post",
+        "/v1/deployments/{dep}/skills",
+        Some("SkillEntryRequest"),
+    ),
+    ("get", "/v1/deployments/{dep}/skills", None),
+    ("get", "/v1/deployments/{dep}/skills/{skill}", None),
+    (
+        "put",
+        "/v1/deployments/{dep}/skills/{skill}",
+        Some("SkillEntryRequest"),
+    ),
+    ("delete", "/v1/deployments/{dep}/skills/{skill}", None),
+    ("get", "/v1/deployments/{dep}/tools", None),
+    (
+        "patch",
+        "/v1/deployments/{dep}/tools/{name}",
+        Some("UpdateToolRequest"),
+    ),
     ("post", "/v1/accounts", Some("CreateAccountRequest")),
     ("get", "/v1/accounts", None),
     ("get", "/v1/accounts/{account}", None),
@@ -65,6 +105,9 @@ const ENDPOINTS: &[(&str, &str, Option<&str>)] = &[
     ("post", "/v1/keys", Some("CreateKeyRequest")),
     ("get", "/v1/keys", None),
     ("delete", "/v1/keys/{key}", None),
+    ("post", "/v1/secrets", Some("CreateSecretRequest")),
+    ("get", "/v1/secrets", None),
+    ("delete", "/v1/secrets/{secret_id}", None),
 ];
 
 const METHODS: [&str; 8] = [

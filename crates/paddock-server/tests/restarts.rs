@@ -172,12 +172,23 @@ async fn a_waiting_run_survives_three_restarts_holding_nothing_then_an_answer_co
         // A run on another thread is the fence: once it completed, the worker has looked for
         // runnable runs since this start, and it took none for the waiting run.
         let mut events = open_events(&t.admin, &dep).await;
+        let asked = t.fake.requests().len();
         let fence = t
             .admin
             .send_message(&dep, &format!("fence {round}"), Some("new"), &[])
             .await
             .unwrap();
         collect_until(&mut events, |e| is_terminal(e, &fence.run_id)).await;
+        // No model connection either: the fence's call is the only one since the restart.
+        let requests = t.fake.requests();
+        assert_eq!(requests.len(), asked + 1, "round {round}: {requests:#?}");
+        assert!(
+            requests[asked]
+                .to_string()
+                .contains(&format!("fence {round}")),
+            "round {round}: {}",
+            requests[asked]
+        );
         let deadline = tokio::time::Instant::now() + common::WAIT;
         while active_runs(&t) != 0 {
             assert!(tokio::time::Instant::now() < deadline, "a task lingers");

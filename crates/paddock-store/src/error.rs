@@ -19,6 +19,9 @@ pub enum StoreError {
     /// Another node holds the run's lease now: this worker must stop driving it.
     #[error("the run's lease is held by another node")]
     LeaseLost,
+    /// The run's account has a balance ≤ 0 (spec §16.1): no model call may be made for it.
+    #[error("the account has no credits left")]
+    InsufficientCredits,
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -11,13 +11,19 @@
 
 mod cursor;
 mod error;
+mod memory;
 mod rows;
+mod secret_box;
+mod skill;
 mod sqlite;
 mod store;
 
 pub use cursor::{Cursor, PageRequest};
 pub use error::StoreError;
+pub use memory::{MemoryFilter, MemoryRecord, fts_any_terms};
 pub use rows::*;
+pub use secret_box::{SecretBox, SecretBoxError};
+pub use skill::SkillRecord;
 pub use sqlite::SqliteStore;
 pub use store::{
     BalanceChange, FailOutcome, IdempotencyFingerprint, Paged, Store, ToolCallOutcome,

@@ -342,3 +342,69 @@ pub enum IdempotencyBegin {
     /// Different request under the same key, or the first is still running.
     Conflict,
 }
+
+// ---- context compaction ----
+
+/// A stored summary of the oldest part of a conversation (spec §8: the history itself is never
+/// changed). The newest one of a thread (or of a thread-less run) is the one in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionRecord {
+    /// How many leading conversation items (in stored order) the summary replaces.
+    pub items_summarised: usize,
+    pub summary: String,
+    /// The run that made it.
+    pub run_id: String,
+}
+
+/// A summary to store for a run's conversation, with the run's usage including the calls that
+/// made it (so the store can debit their cost) and the events reporting it.
+#[derive(Debug, Clone)]
+pub struct NewCompaction {
+    pub items_summarised: usize,
+    pub summary: String,
+    /// Tokens of the summarisation calls alone.
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// The run's whole usage so far, summarisation included.
+    pub usage: paddock_protocol::RunUsage,
+    pub events: Vec<NewEvent>,
+    pub now: i64,
+}
+
+/// What recording a compaction did.
+#[derive(Debug, Clone)]
+pub struct CompactionOutcome {
+    pub events: Vec<paddock_protocol::StoredEvent>,
+    /// Whether the account still has credits after the summary's cost was debited (always
+    /// `true` for an unlimited account). `false`: the run must not make its model call.
+    pub credits_left: bool,
+}
+
+/// A secret (spec §15): its metadata and its value sealed with the server's master key. The
+/// store never sees the value in clear.
+#[derive(Clone, PartialEq)]
+pub struct SecretRecord {
+    pub id: String,
+    pub account_id: String,
+    pub name: Option<String>,
+    /// Only deployments of this customer may reference the secret.
+    pub customer_id: Option<String>,
+    /// `nonce || ciphertext` (see `paddock_store::SecretBox`).
+    pub ciphertext: Vec<u8>,
+    pub created_at: i64,
+    /// Deployments referencing the secret (filled by lists; 0 elsewhere).
+    pub used_by: i64,
+}
+
+impl std::fmt::Debug for SecretRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRecord")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("name", &self.name)
+            .field("customer_id", &self.customer_id)
+            .field("created_at", &self.created_at)
+            .field("used_by", &self.used_by)
+            .finish_non_exhaustive()
+    }
+}

@@ -4,11 +4,13 @@ use paddock_protocol::{ErrorInfo, RunUsage, StoredEvent};
 use serde_json::Value;
 
 use crate::{
-    AccountRecord, AnswerOutcome, ClaimedRun, DeploymentFilter, DeploymentRecord, IdempotencyBegin,
-    KeyRecord, Lease, MessageRecord, ModelResponse, NewEvent, OverdueRequest, PageRequest,
-    PauseRun, RunFilter, RunRecord, SendMessage, SendOutcome, SteeringAnswer, StepContext,
-    StoreError, ThreadRecord, ToolCallRecord,
+    AccountRecord, AnswerOutcome, ClaimedRun, CompactionOutcome, CompactionRecord,
+    DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord, Lease, MessageRecord,
+    ModelResponse, NewCompaction, NewEvent, OverdueRequest, PageRequest, PauseRun, RunFilter,
+    RunRecord, SecretRecord, SendMessage, SendOutcome, SteeringAnswer, StepContext, StoreError,
+    ThreadRecord, ToolCallRecord,
 };
+use crate::{MemoryFilter, MemoryRecord, SkillRecord};
 
 /// A page of records plus the cursor of the next page.
 pub type Paged<T> = (Vec<T>, Option<String>);
@@ -136,7 +138,8 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Paged<RunRecord>, StoreError>;
     /// Begins a model call: moves the run's queued input into the conversation, counts the
-    /// step, and returns what the model should see. `RunFinished` if the run is not `running`.
+    /// step, and returns what the model should see. `RunFinished` if the run is not `running`;
+    /// `InsufficientCredits` (changing nothing) if its account's balance is ≤ 0 (spec §16.1).
     /// A step whose model response was never recorded (a restart during the call) keeps its
     /// number, so the redone call has the same `step` (spec §5.4).
     async fn begin_step(&self, lease: &Lease, now: i64) -> Result<StepContext, StoreError>;
@@ -185,6 +188,18 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<FailOutcome, StoreError>;
     async fn tool_calls(&self, run_id: &str) -> Result<Vec<ToolCallRecord>, StoreError>;
+    /// The summary in use for the run's conversation (its thread's newest, or the thread-less
+    /// run's own), if the conversation was ever compacted.
+    async fn latest_compaction(&self, run_id: &str)
+    -> Result<Option<CompactionRecord>, StoreError>;
+    /// Stores a summary of the run's conversation, sets the run's usage to `usage` and debits
+    /// the account what that adds (as `record_model_response` does), appends the events, and
+    /// says whether the account still has credits. The conversation itself is not touched.
+    async fn record_compaction(
+        &self,
+        lease: &Lease,
+        compaction: NewCompaction,
+    ) -> Result<CompactionOutcome, StoreError>;
 
     // ---- workers and leases ----
 
@@ -281,6 +296,126 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     async fn idempotency_abort(&self, account_id: &str, key: &str) -> Result<(), StoreError>;
     async fn prune_idempotency(&self, before: i64) -> Result<u64, StoreError>;
+
+    // ---- secrets (spec §15) ----
+
+    /// Stores a secret (its value already sealed); `Conflict` when its name is taken in the
+    /// account.
+    async fn create_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
+    /// The account's secret `secret_id`, with its sealed value (`used_by` is 0).
+    async fn get_secret(
+        &self,
+        account_id: &str,
+        secret_id: &str,
+    ) -> Result<SecretRecord, StoreError>;
+    /// The account's secrets, newest first, optionally only those bound to `customer_id`,
+    /// each with `used_by` (the number of deployments referencing it).
+    async fn list_secrets(
+        &self,
+        account_id: &str,
+        customer_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Paged<SecretRecord>, StoreError>;
+    /// Deletes the account's secret; `Conflict` (naming one deployment) while a deployment
+    /// references it.
+    async fn delete_secret(&self, account_id: &str, secret_id: &str) -> Result<(), StoreError>;
+    /// A deployment by id alone, for the runtime (which acts for no caller).
+    async fn deployment_by_id(&self, deployment_id: &str) -> Result<DeploymentRecord, StoreError>;
+    /// Appends `warning` to a running run's `warnings` (e.g. an unreachable MCP server).
+    async fn add_run_warning(&self, lease: &Lease, warning: Value) -> Result<(), StoreError>;
+
+    // ---- memories (spec §10) ----
+
+    /// Stores a new memory; `LimitReached` when the deployment already has `max` memories.
+    async fn create_memory(&self, memory: &MemoryRecord, max: u32) -> Result<(), StoreError>;
+    async fn get_memory(
+        &self,
+        deployment_id: &str,
+        memory_id: &str,
+    ) -> Result<MemoryRecord, StoreError>;
+    /// One page of the deployment's memories, newest first.
+    async fn list_memories(
+        &self,
+        deployment_id: &str,
+        filter: &MemoryFilter,
+        page: &PageRequest,
+    ) -> Result<Paged<MemoryRecord>, StoreError>;
+    /// Replaces a memory's content (its `source` and `run_id` never change).
+    async fn update_memory(
+        &self,
+        deployment_id: &str,
+        memory_id: &str,
+        content: &str,
+        now: i64,
+    ) -> Result<MemoryRecord, StoreError>;
+    /// Deletes a memory for good.
+    async fn delete_memory(&self, deployment_id: &str, memory_id: &str) -> Result<(), StoreError>;
+    /// Every memory of the deployment, newest first (context assembly, the file mirror).
+    async fn all_memories(&self, deployment_id: &str) -> Result<Vec<MemoryRecord>, StoreError>;
+    /// The deployment's memories matching the FTS5 query `fts_query` (see
+    /// [`fts_any_terms`](crate::fts_any_terms)), most relevant first, at most `limit`.
+    async fn search_memories(
+        &self,
+        deployment_id: &str,
+        fts_query: &str,
+        limit: u32,
+    ) -> Result<Vec<MemoryRecord>, StoreError>;
+
+    // ---- tool settings (spec §13.2) ----
+
+    /// The deployment's explicit tool settings: model-facing name → enabled. A tool that is
+    /// not in the map has never been changed and is enabled.
+    async fn tool_settings(
+        &self,
+        deployment_id: &str,
+    ) -> Result<std::collections::BTreeMap<String, bool>, StoreError>;
+
+    /// Records whether the tool `name` is enabled for the deployment. Runs already started
+    /// keep the set they started with.
+    async fn set_tool_enabled(
+        &self,
+        deployment_id: &str,
+        name: &str,
+        enabled: bool,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    // ---- skills (spec §12) ----
+
+    /// Adds a skill; `Conflict` when its name is taken in the deployment or it has `max`
+    /// skills. Keeps the deployment's `skills` summaries in step.
+    async fn create_skill(&self, skill: &SkillRecord, max: u32) -> Result<(), StoreError>;
+    async fn get_skill(
+        &self,
+        deployment_id: &str,
+        skill_id: &str,
+    ) -> Result<SkillRecord, StoreError>;
+    /// One page of the deployment's skills, newest first.
+    async fn list_skills(
+        &self,
+        deployment_id: &str,
+        page: &PageRequest,
+    ) -> Result<Paged<SkillRecord>, StoreError>;
+    /// Every skill of the deployment, oldest first (run start, deployment views).
+    async fn all_skills(&self, deployment_id: &str) -> Result<Vec<SkillRecord>, StoreError>;
+    /// Replaces a skill whole (same id); `Conflict` when the new name is another's.
+    async fn replace_skill(&self, skill: &SkillRecord) -> Result<(), StoreError>;
+    async fn delete_skill(&self, deployment_id: &str, skill_id: &str) -> Result<(), StoreError>;
+    /// Replaces the deployment's skills with `skills` (a deployment create or `PATCH`): rows
+    /// whose id is not in `skills` are removed. One transaction.
+    async fn replace_deployment_skills(
+        &self,
+        deployment_id: &str,
+        skills: &[SkillRecord],
+    ) -> Result<(), StoreError>;
+    /// Records (or clears) why a `file` skill failed to load, and its description when read.
+    async fn set_skill_load(
+        &self,
+        deployment_id: &str,
+        skill_id: &str,
+        description: Option<&str>,
+        error: Option<&paddock_protocol::ErrorInfo>,
+    ) -> Result<(), StoreError>;
 
     // ---- health ----
 

@@ -48,6 +48,7 @@ async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
         skills: Vec::new(),
         secrets: BTreeMap::new(),
         tool_policies: BTreeMap::new(),
+        disabled_tools: Default::default(),
     };
     store
         .create_deployment(&DeploymentRecord {

@@ -300,4 +300,33 @@ mod tests {
         assert!(!seen.contains("[DONE]"));
         assert!(rest.is_err(), "a cut stream must not end cleanly");
     }
+
+    #[tokio::test]
+    async fn a_responder_answers_from_the_request_after_the_queue_and_slowly() {
+        let fake = FakeOpenAi::start().await;
+        fake.push(Script::new().text("queued"));
+        fake.set_responder(|request| {
+            let n = request.body["messages"].as_array().map_or(0, Vec::len);
+            Script::new()
+                .text(format!("saw {n}"))
+                .chunk_delay(std::time::Duration::from_millis(30))
+        });
+        let client = reqwest::Client::new();
+        let url = format!("{}/chat/completions", fake.base_url());
+        let ask = |n: usize| {
+            client
+                .post(&url)
+                .json(&json!({"messages": vec![json!({"role": "user"}); n]}))
+                .send()
+        };
+        let first = ask(1).await.unwrap().text().await.unwrap();
+        assert!(first.contains(r#""content":"queued""#), "{first}");
+        let started = std::time::Instant::now();
+        for n in [2, 2, 5] {
+            let body = ask(n).await.unwrap().text().await.unwrap();
+            assert!(body.contains(&format!(r#""content":"saw {n}""#)), "{body}");
+        }
+        // Each answer has at least four events (role, text, finish, [DONE]) of 30 ms each.
+        assert!(started.elapsed() >= std::time::Duration::from_millis(3 * 4 * 30));
+    }
 }

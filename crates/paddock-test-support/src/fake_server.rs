@@ -52,6 +52,8 @@ pub struct FakeServer {
 struct Shared {
     wire: Box<dyn Wire>,
     queue: Mutex<VecDeque<Script>>,
+    /// Answers requests the queue has nothing for, from the request itself.
+    responder: Mutex<Option<Responder>>,
     default: Mutex<Script>,
     requests: Mutex<Vec<RecordedRequest>>,
     /// Number of requests received so far; watched by `wait_for_requests`.
@@ -59,6 +61,9 @@ struct Shared {
     /// Flips to `true` when the fake is dropped so held streams end instead of hanging.
     shutdown: watch::Sender<bool>,
 }
+
+/// Decides the answer to a request from the request itself (see [`FakeServer::set_responder`]).
+pub type Responder = Arc<dyn Fn(&RecordedRequest) -> Script + Send + Sync>;
 
 /// One request as the fake received it.
 #[derive(Clone, Debug)]
@@ -86,6 +91,7 @@ impl FakeServer {
         let shared = Arc::new(Shared {
             wire,
             queue: Mutex::new(VecDeque::new()),
+            responder: Mutex::new(None),
             default: Mutex::new(Script::new().text("OK.")),
             requests: Mutex::new(Vec::new()),
             count: watch::Sender::new(0),
@@ -124,6 +130,17 @@ impl FakeServer {
     /// that finishes normally).
     pub fn set_default(&self, script: Script) {
         *self.shared.default.lock().unwrap() = script;
+    }
+
+    /// Answers every request the queue has nothing for with `responder(request)`, instead of
+    /// the default script. Unlike the queue, the answer depends on what was asked, not on
+    /// arrival order: a client that repeats a request (a retry, a redone call after a crash)
+    /// gets the same answer again.
+    pub fn set_responder(
+        &self,
+        responder: impl Fn(&RecordedRequest) -> Script + Send + Sync + 'static,
+    ) {
+        *self.shared.responder.lock().unwrap() = Some(Arc::new(responder));
     }
 
     /// How many pushed scripts have not been used yet.
@@ -220,6 +237,8 @@ pub(crate) struct StreamScript {
     /// The vendor's own stop reason, replacing the implicit one.
     pub stop_reason: Option<String>,
     pub end: End,
+    /// A pause before each event of the stream (a slow model).
+    pub chunk_delay: Option<Duration>,
 }
 
 /// How a streamed answer ends.
@@ -352,6 +371,13 @@ impl Script {
     /// (Anthropic) or `MAX_TOKENS` (Gemini), instead of the implicit one.
     pub fn stop_reason(mut self, reason: impl Into<String>) -> Script {
         self.stream().stop_reason = Some(reason.into());
+        self
+    }
+
+    /// Waits `delay` before sending each event of the stream, the first included: a slow
+    /// model, whose answer is in flight for a while.
+    pub fn chunk_delay(mut self, delay: Duration) -> Script {
+        self.stream().chunk_delay = Some(delay);
         self
     }
 
@@ -529,24 +555,35 @@ async fn answer(
         return response;
     }
     let script = shared.queue.lock().unwrap().pop_front();
-    let script = script.unwrap_or_else(|| shared.default.lock().unwrap().clone());
+    let responder = shared.responder.lock().unwrap().clone();
+    let script = script
+        .or_else(|| responder.map(|respond| respond(&request)))
+        .unwrap_or_else(|| shared.default.lock().unwrap().clone());
     match script.kind {
         Kind::Error(error) => shared.wire.error(&error),
         Kind::Stream(stream) => {
+            let delay = stream.chunk_delay;
             let frames = shared.wire.frames(&request, number, stream);
-            sse_response(frames, shared.shutdown.subscribe())
+            sse_response(frames, delay, shared.shutdown.subscribe())
         }
     }
 }
 
-/// Plays `frames` as a `text/event-stream` body.
-fn sse_response(frames: Vec<Frame>, shutdown: watch::Receiver<bool>) -> Response {
+/// Plays `frames` as a `text/event-stream` body, waiting `delay` before each event.
+fn sse_response(
+    frames: Vec<Frame>,
+    delay: Option<Duration>,
+    shutdown: watch::Receiver<bool>,
+) -> Response {
     let stream = futures::stream::unfold(
         (VecDeque::from(frames), shutdown),
-        |(mut frames, mut shutdown)| async move {
+        move |(mut frames, mut shutdown)| async move {
             loop {
                 match frames.pop_front()? {
                     Frame::Event { name, data } => {
+                        if let Some(delay) = delay {
+                            tokio::time::sleep(delay).await;
+                        }
                         let text = match name {
                             Some(name) => format!("event: {name}\ndata: {data}\n\n"),
                             None => format!("data: {data}\n\n"),

@@ -11,10 +11,12 @@
 
 pub mod fake_anthropic;
 pub mod fake_gemini;
+pub mod fake_mcp;
 pub mod fake_openai;
 mod fake_server;
 
 pub use fake_anthropic::FakeAnthropic;
 pub use fake_gemini::FakeGemini;
+pub use fake_mcp::{FakeMcp, McpRequest};
 pub use fake_openai::FakeOpenAi;
-pub use fake_server::{FakeServer, Gate, RecordedRequest, Script};
+pub use fake_server::{FakeServer, Gate, RecordedRequest, Responder, Script};

@@ -97,6 +97,14 @@ async fn write_atomically(
     }
 }
 
+/// Gives a file the tool wrote (and the directories made for it) to the sandbox's uid, so
+/// sandboxed commands can change it too.
+fn give_to_owner(ctx: &ToolContext, relative: &str) -> Result<(), String> {
+    ctx.workspace
+        .give_to_owner(relative)
+        .map_err(|e| format!("wrote the file but could not set its owner: {e}"))
+}
+
 /// Reads a workspace file, optionally a range of lines.
 pub struct ReadFile;
 
@@ -202,6 +210,7 @@ impl Tool for WriteFile {
                 Err(_) => false,
             };
             write_atomically(&ctx.workspace, &path.host, content.as_bytes()).await?;
+            give_to_owner(ctx, &path.relative)?;
             Ok::<_, String>(json!({
                 "path": path.relative, "bytes_written": content.len(), "created": !existed,
             }))
@@ -277,6 +286,7 @@ impl Tool for EditFile {
                 text.replacen(old, new, 1)
             };
             write_atomically(&ctx.workspace, &path.host, updated.as_bytes()).await?;
+            give_to_owner(ctx, &path.relative)?;
             Ok::<_, String>(json!({"path": path.relative, "replacements": count}))
         };
         match run.await {
@@ -295,6 +305,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ctx = ToolContext {
             workspace: Workspace::new(dir.path().to_path_buf()),
+            run: None,
+            exec: None,
         };
         (dir, ctx)
     }

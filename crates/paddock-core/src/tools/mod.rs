@@ -5,15 +5,22 @@
 
 mod approval;
 mod files;
+pub mod large_output;
+mod shell;
+
+use std::sync::Arc;
 
 use paddock_model::ToolSpec;
 use paddock_protocol::DeploymentConfig;
+use paddock_sandbox::{CancellationToken, DeploymentSandbox, Sandbox};
 use serde_json::{Map, Value, json};
 
 use crate::workspace::Workspace;
 
 pub use approval::{REQUEST_APPROVAL, RequestApproval};
 pub use files::{EditFile, ReadFile, WriteFile};
+pub use large_output::LargeOutputSettings;
+pub use shell::{SHELL, Shell, ShellSettings};
 
 /// Whether a tool call runs at once or waits for a person (spec §6.1, `tool_policies`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,17 +66,55 @@ impl ToolOutput {
 }
 
 /// What a tool may touch while it runs for one deployment.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ToolContext {
     pub workspace: Workspace,
+    /// The run the call belongs to, for tools that act on the deployment's records (the
+    /// `memory` tool); `None` outside a run (unit tests).
+    pub run: Option<RunScope>,
+    /// Where commands run (`shell`); `None` outside a run (unit tests).
+    pub exec: Option<ExecScope>,
+}
+
+/// What `shell` needs: the sandbox, the deployment's sandbox settings and how to stop.
+#[derive(Clone)]
+pub struct ExecScope {
+    /// The server's backend. Never bypassed: there is no fallback to the host.
+    pub sandbox: Arc<dyn Sandbox>,
+    /// The deployment's sandbox: its workspace, limits and network, from the run's config.
+    pub sandbox_spec: DeploymentSandbox,
+    /// Server-wide bounds of `shell`.
+    pub shell: ShellSettings,
+    /// Cancelled when the run is cancelled or deleted: a tool that
+    /// [observes it](Tool::observes_cancel) stops (killing its processes) and returns.
+    pub cancel: CancellationToken,
+}
+
+/// The run a tool call belongs to, and the store it may use.
+#[derive(Clone)]
+pub struct RunScope {
+    pub store: std::sync::Arc<dyn paddock_store::Store>,
+    pub deployment_id: String,
+    pub run_id: String,
+    /// The run's `trigger` (`message`, `automation`, `dreaming`, …).
+    pub trigger: String,
 }
 
 /// A tool the model can call.
 #[async_trait::async_trait]
 pub trait Tool: Send + Sync {
-    /// The model-facing name.
-    fn name(&self) -> &'static str;
-    fn description(&self) -> &'static str;
+    /// The model-facing name (spec §13.3).
+    fn name(&self) -> &str;
+    fn description(&self) -> &str;
+    /// Where the tool comes from, as events report it: `builtin`, or the MCP server's name.
+    fn origin(&self) -> &str {
+        "builtin"
+    }
+    /// The name events and tool-call records carry: the built-in's name, or the tool's name as
+    /// its MCP server reports it (spec §13.3).
+    fn bare_name(&self) -> &str {
+        self.name()
+    }
     /// JSON Schema of the arguments (an object schema with `additionalProperties: false`).
     fn parameters(&self) -> Value;
     /// Whether repeating the call after a crash is harmless (spec §5.4).
@@ -81,6 +126,13 @@ pub trait Tool: Send + Sync {
     /// list, and a call to it is refused.
     fn available(&self, _config: &DeploymentConfig) -> bool {
         true
+    }
+    /// Whether the tool stops by itself, promptly and cleaning up, when
+    /// [`ExecScope::cancel`] is cancelled (`shell` kills its process tree and waits until it
+    /// is gone). The runner awaits such a tool after a cancel instead of dropping it, so a
+    /// cancelled run leaves no process behind.
+    fn observes_cancel(&self) -> bool {
+        false
     }
     /// The policy when `tool_policies` names none (spec §6.1): `always_allow` for built-ins.
     /// MCP tools override it: `always_ask` when their server annotates them
@@ -103,10 +155,12 @@ pub trait Tool: Send + Sync {
 /// The built-in tools available in this build, in the order the model sees them.
 pub fn builtin_tools() -> Vec<Box<dyn Tool>> {
     vec![
+        Box::new(Shell),
         Box::new(ReadFile),
         Box::new(WriteFile),
         Box::new(EditFile),
         Box::new(RequestApproval),
+        Box::new(crate::memory::MemoryTool),
     ]
 }
 

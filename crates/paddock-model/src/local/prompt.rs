@@ -78,7 +78,17 @@ pub(crate) fn messages(system: &str, items: &[Item]) -> Vec<Message> {
     }
     for item in items {
         let (role, content) = match item {
-            Item::User { content } => ("user", content.clone()),
+            // The embedded models read text only: media is named, not shown.
+            Item::User { content, media } => {
+                let mut parts: Vec<String> = media
+                    .iter()
+                    .map(|m| m.unsupported_note("this model reads text only"))
+                    .collect();
+                if !content.is_empty() || parts.is_empty() {
+                    parts.push(content.clone());
+                }
+                ("user", parts.join("\n"))
+            }
             Item::Assistant { text, tool_calls } => {
                 let mut parts: Vec<String> = Vec::new();
                 if !text.trim().is_empty() {
@@ -159,6 +169,7 @@ mod tests {
         let items = vec![
             Item::User {
                 content: "weather?".into(),
+                media: Vec::new(),
             },
             Item::Assistant {
                 text: String::new(),
@@ -209,6 +220,7 @@ mod tests {
             },
             Item::User {
                 content: "q".into(),
+                media: Vec::new(),
             },
         ];
         assert!(drop_oldest(&mut items));

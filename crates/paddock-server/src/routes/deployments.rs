@@ -15,15 +15,16 @@ use crate::body::{DeferredJson, JsonObject, QueryMap};
 use crate::error::{ApiError, ApiResult};
 use crate::paging::{page, page_request};
 use crate::state::AppState;
-use crate::validate::Validator;
+use crate::validate::{SecretRefs, Validator};
 use crate::views;
 
 const STATUSES: [&str; 3] = ["provisioning", "ready", "error"];
 
-fn validator(state: &AppState) -> Validator<'_> {
+fn validator<'a>(state: &'a AppState, secrets: &'a SecretRefs) -> Validator<'a> {
     Validator {
         settings: &state.settings,
         models: state.runtime.models(),
+        secrets: Some(secrets),
     }
 }
 
@@ -51,9 +52,10 @@ pub(crate) async fn create(
     Extension(caller): Extension<Caller>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<(StatusCode, Json<Deployment>)> {
-    let new = validator(&state).deployment_create(&body)?;
+    let refs = super::secrets::referenced(&state, &caller.account_id, &body).await?;
+    let new = validator(&state, &refs).deployment_create(&body)?;
     let now = now_unix();
-    let record = DeploymentRecord {
+    let mut record = DeploymentRecord {
         id: new_id(prefix::DEPLOYMENT),
         account_id: caller.account_id.clone(),
         customer_id: new.customer_id,
@@ -66,7 +68,22 @@ pub(crate) async fn create(
         created_at: now,
         updated_at: now,
     };
+    // Spec §3.5: every skill is fetched and checked before anything is created.
+    let skills = match body.get("skills").filter(|v| !v.is_null()) {
+        Some(v) => {
+            let entries = crate::skills::entries(v)?;
+            crate::skills::load_all(&state, &record, entries, &[], now).await?
+        }
+        None => Vec::new(),
+    };
+    record.config.skills = crate::skills::summaries(&skills);
     state.store.create_deployment(&record).await?;
+    if !skills.is_empty() {
+        state
+            .store
+            .replace_deployment_skills(&record.id, &skills)
+            .await?;
+    }
     crate::provisioning::start(&state, record.clone());
     Ok((
         StatusCode::CREATED,
@@ -178,11 +195,28 @@ pub(crate) async fn patch(
 ) -> ApiResult<Json<Deployment>> {
     let mut d = deployment_of(&state, &caller, ids.get("dep")).await?;
     let body = body.object()?;
-    let (name, config) = validator(&state).deployment_patch(&body, &d)?;
+    let refs = super::secrets::referenced(&state, &caller.account_id, &body).await?;
+    let (name, config) = validator(&state, &refs).deployment_patch(&body, &d)?;
+    let now = now_unix();
+    // Spec §3.7: `skills` is replaced whole; a name that exists keeps its skill id.
+    let skills = match body.get("skills").filter(|v| !v.is_null()) {
+        Some(v) => {
+            let entries = crate::skills::entries(v)?;
+            let current = state.store.all_skills(&d.id).await?;
+            Some(crate::skills::load_all(&state, &d, entries, &current, now).await?)
+        }
+        None => None,
+    };
     d.name = name;
     d.config = config;
-    d.updated_at = now_unix();
+    d.updated_at = now;
+    if let Some(skills) = &skills {
+        d.config.skills = crate::skills::summaries(skills);
+    }
     state.store.update_deployment(&d).await?;
+    if let Some(skills) = &skills {
+        state.store.replace_deployment_skills(&d.id, skills).await?;
+    }
     Ok(Json(views::deployment(&d, &state.settings.public_url)))
 }
 

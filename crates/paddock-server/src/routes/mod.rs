@@ -4,11 +4,16 @@
 pub(crate) mod accounts;
 pub(crate) mod deployments;
 pub(crate) mod events;
+pub(crate) mod files;
 pub(crate) mod keys;
+pub(crate) mod memories;
 pub(crate) mod messages;
 pub(crate) mod ops;
 pub(crate) mod runs;
+pub(crate) mod secrets;
+pub(crate) mod skills;
 pub(crate) mod threads;
+pub(crate) mod tools;
 
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -42,6 +47,34 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/deployments/{dep}/events", get(events::subscribe))
         .route(
+            "/deployments/{dep}/files",
+            get(files::list).put(files::write).delete(files::delete),
+        )
+        .route("/deployments/{dep}/files/content", get(files::read))
+        .route("/deployments/{dep}/tools", get(tools::list))
+        .route(
+            "/deployments/{dep}/tools/{name}",
+            axum::routing::patch(tools::patch),
+        )
+        .route(
+            "/deployments/{dep}/skills",
+            post(skills::create).get(skills::list),
+        )
+        .route(
+            "/deployments/{dep}/skills/{skill}",
+            get(skills::get).put(skills::put).delete(skills::delete),
+        )
+        .route(
+            "/deployments/{dep}/memories",
+            post(memories::create).get(memories::list),
+        )
+        .route(
+            "/deployments/{dep}/memories/{memory}",
+            get(memories::get)
+                .patch(memories::patch)
+                .delete(memories::delete),
+        )
+        .route(
             "/deployments/{dep}/threads",
             post(threads::create).get(threads::list),
         )
@@ -56,6 +89,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/accounts/{account}/credits", post(accounts::credits))
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{key}", axum::routing::delete(keys::revoke))
+        .route("/secrets", post(secrets::create).get(secrets::list))
+        .route(
+            "/secrets/{secret_id}",
+            axum::routing::delete(secrets::delete),
+        )
         .fallback(unknown_route)
         // A known path with another method is an unknown route too (spec §1.8), in the envelope.
         .method_not_allowed_fallback(unknown_route)

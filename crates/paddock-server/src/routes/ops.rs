@@ -42,9 +42,13 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => "ok".to_owned(),
         Err(e) => format!("error: {e}"),
     };
-    // No sandbox backend and no scheduler exist in this version: nothing there can fail.
-    let checks = json!({"database": database, "sandbox": "ok", "scheduler": "ok"});
-    if database == "ok" {
+    let sandbox = match state.sandbox_probe.check().await {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => format!("error: {e}"),
+    };
+    // No scheduler exists in this version: nothing there can fail.
+    let checks = json!({"database": database, "sandbox": sandbox, "scheduler": "ok"});
+    if database == "ok" && sandbox == "ok" {
         (
             StatusCode::OK,
             Json(json!({"status": "ready", "checks": checks})),

@@ -116,7 +116,7 @@ impl Validator<'_> {
         };
 
         check_header_refs(&mcp_servers, &secrets)?;
-        check_secret_refs(&secrets, &new_refs)?;
+        check_secret_refs(self.secrets, &customer_id, &secrets, &new_refs)?;
 
         Ok(NewDeployment {
             customer_id,
@@ -131,6 +131,7 @@ impl Validator<'_> {
                 skills: Vec::new(),
                 secrets,
                 tool_policies,
+                disabled_tools: Default::default(),
             },
         })
     }
@@ -188,7 +189,6 @@ impl Validator<'_> {
         }
         if let Some(v) = given(obj, "skills") {
             skills(v)?;
-            config.skills = Vec::new();
         }
         let mut new_refs = Vec::new();
         if let Some(v) = given(obj, "secrets") {
@@ -199,7 +199,12 @@ impl Validator<'_> {
         }
 
         check_header_refs(&config.mcp_servers, &config.secrets)?;
-        check_secret_refs(&config.secrets, &new_refs)?;
+        check_secret_refs(
+            self.secrets,
+            &current.customer_id,
+            &config.secrets,
+            &new_refs,
+        )?;
 
         Ok((name, config))
     }
@@ -372,7 +377,7 @@ fn one_of(param: &str, got: &str, allowed: &[&str]) -> ApiError {
 }
 
 /// `customer_id`: 1–128 printable ASCII characters, no leading or trailing space.
-fn customer_id(v: &Value) -> Result<String, ApiError> {
+pub(super) fn customer_id(v: &Value) -> Result<String, ApiError> {
     let p = "customer_id";
     let s = as_str(v, p)?;
     check_len(s, p, 1, MAX_CUSTOMER_ID)?;
@@ -460,16 +465,11 @@ fn features(v: &Value, mut f: Features) -> Result<Features, ApiError> {
     Ok(f)
 }
 
-/// A non-null `skills` array. This version has no skills engine, so only `[]` is accepted.
+/// A non-null `skills` array: its shape only (spec §12.2). Loading the entries (fetching,
+/// reading, checking SKILL.md) is async and happens in the route, which also sets
+/// `config.skills` from what it stored.
 fn skills(v: &Value) -> Result<(), ApiError> {
-    let arr = as_array(v, "skills")?;
-    if !arr.is_empty() {
-        return Err(ApiError::validation(
-            "skills",
-            "skills are not supported by this server version yet",
-        ));
-    }
-    Ok(())
+    crate::skills::entries(v).map(|_| ())
 }
 
 /// A non-null `mcp_servers` array (spec §14.1).
@@ -859,18 +859,31 @@ fn check_header_refs(
     Ok(())
 }
 
-/// The references this body sets must be secrets of the account (spec §15.2). This version
-/// has no secrets store, so no id is one: the first reference gets `422 invalid_secret_ref`.
-fn check_secret_refs(secrets: &BTreeMap<String, String>, keys: &[String]) -> Result<(), ApiError> {
-    let Some(key) = keys.first() else {
-        return Ok(());
-    };
-    let id = secrets.get(key).map(String::as_str).unwrap_or_default();
-    Err(ApiError::new(
-        ErrorCode::InvalidSecretRef,
-        format!("`{id}` is not a secret of this account."),
-    )
-    .with_param(format!("secrets.{key}")))
+/// The references this body sets must be secrets of the account and, when a secret is bound
+/// to a customer, of this deployment's customer (spec §15.2). `known` holds the account's
+/// secrets among the referenced ids (id → bound `customer_id`); without it no id is known.
+fn check_secret_refs(
+    known: Option<&super::SecretRefs>,
+    customer_id: &str,
+    secrets: &BTreeMap<String, String>,
+    keys: &[String],
+) -> Result<(), ApiError> {
+    for key in keys {
+        let id = secrets.get(key).map(String::as_str).unwrap_or_default();
+        let refused = |message: String| {
+            ApiError::new(ErrorCode::InvalidSecretRef, message).with_param(format!("secrets.{key}"))
+        };
+        match known.and_then(|k| k.get(id)) {
+            None => return Err(refused(format!("`{id}` is not a secret of this account."))),
+            Some(Some(bound)) if bound != customer_id => {
+                return Err(refused(format!(
+                    "Secret `{id}` is bound to another customer; only deployments with that `customer_id` may reference it."
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

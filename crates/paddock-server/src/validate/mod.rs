@@ -18,9 +18,11 @@
 mod admin;
 mod deployment;
 mod message;
+mod secret;
 
 pub(crate) use admin::{account_create, credits, key_create};
 pub(crate) use message::{message, thread_title};
+pub(crate) use secret::secret_create;
 
 use paddock_model::ProviderRegistry;
 use paddock_protocol::{Attachment, DeploymentConfig};
@@ -37,7 +39,13 @@ pub(crate) struct Validator<'a> {
     pub settings: &'a ServerSettings,
     /// The configured model providers, which decide whether a `model` is usable.
     pub models: &'a ProviderRegistry,
+    /// The caller's secrets among those a body references (looked up before validating);
+    /// `None`: none is known, so every reference is refused.
+    pub secrets: Option<&'a SecretRefs>,
 }
+
+/// The account's secrets a body references: id → the `customer_id` the secret is bound to.
+pub(crate) type SecretRefs = std::collections::HashMap<String, Option<String>>;
 
 /// A validated `POST /v1/deployments` body, with every default filled in.
 #[derive(Debug, Clone, PartialEq)]

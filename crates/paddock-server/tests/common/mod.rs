@@ -100,10 +100,19 @@ pub fn settings_for(dir: &std::path::Path, fake: &FakeOpenAi) -> ServerSettings 
             api_key_env: None,
             headers: Default::default(),
             models: Default::default(),
+            idle_timeout_secs: None,
         },
     );
     settings.model_retry_window = Duration::from_secs(2);
     settings.shutdown_grace = Duration::from_secs(5);
+    // The sandbox uids must traverse the data directory to reach their workspaces (a
+    // tempdir is 0700), and each server keeps its own sandbox runtime files.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .expect("chmod data dir");
+    }
+    settings.sandbox_runtime_dir = Some(dir.join("sandbox-runtime"));
     settings
 }
 

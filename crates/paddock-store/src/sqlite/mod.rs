@@ -5,7 +5,9 @@
 //! reads use a separate pool and see committed data only.
 
 mod map;
+mod memories;
 mod paging;
+mod skills;
 mod store_impl;
 
 use std::path::Path;

@@ -3,14 +3,16 @@ use paddock_protocol::{ErrorInfo, EventType, RunUsage, StoredEvent, run_status};
 use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 
-use super::{SqliteStore, map, paging};
+use super::{SqliteStore, map, memories, paging, skills};
 use crate::store::{BalanceChange, FailOutcome, IdempotencyFingerprint, Paged, ToolCallOutcome};
 use crate::{
-    AccountRecord, AnswerOutcome, ClaimedRun, Decision, DeploymentFilter, DeploymentRecord,
-    IdempotencyBegin, KeyRecord, Lease, MessageRecord, ModelResponse, NewEvent, OverdueRequest,
-    PageRequest, PauseRun, RunFilter, RunRecord, SendMessage, SendOutcome, SteeringAnswer,
-    SteeringRecord, StepContext, Store, StoreError, ThreadRecord, ThreadTarget, ToolCallRecord,
+    AccountRecord, AnswerOutcome, ClaimedRun, CompactionOutcome, CompactionRecord, Decision,
+    DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord, Lease, MessageRecord,
+    ModelResponse, NewCompaction, NewEvent, OverdueRequest, PageRequest, PauseRun, RunFilter,
+    RunRecord, SecretRecord, SendMessage, SendOutcome, SteeringAnswer, SteeringRecord, StepContext,
+    Store, StoreError, ThreadRecord, ThreadTarget, ToolCallRecord,
 };
+use crate::{MemoryFilter, MemoryRecord, SkillRecord};
 
 /// Threads with their derived status and message count.
 pub(super) const THREAD_SELECT: &str = "SELECT * FROM (SELECT t.*, \
@@ -26,6 +28,18 @@ const IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn secret_row(row: &sqlx::sqlite::SqliteRow) -> Result<SecretRecord, StoreError> {
+    Ok(SecretRecord {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        name: row.try_get("name")?,
+        customer_id: row.try_get("customer_id")?,
+        ciphertext: row.try_get("ciphertext")?,
+        created_at: row.try_get("created_at")?,
+        used_by: row.try_get("used_by")?,
+    })
 }
 
 fn to_json(v: &impl serde::Serialize) -> Result<String, StoreError> {
@@ -229,11 +243,15 @@ async fn fail_tx(
     let mut events = Vec::new();
     for row in &rows {
         let call = map::tool_call(row)?;
-        sqlx::query("UPDATE tool_calls SET state = 'done', result = ?, is_error = 1 WHERE id = ?")
-            .bind(to_json(unfinished_result)?)
-            .bind(&call.id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "UPDATE tool_calls SET state = 'done', result = ?, is_error = 1 \
+             WHERE run_id = ? AND id = ?",
+        )
+        .bind(to_json(unfinished_result)?)
+        .bind(&run.id)
+        .bind(&call.id)
+        .execute(&mut *conn)
+        .await?;
         let item = json!({
             "type": "tool_result", "call_id": call.id,
             "name": model_facing_name(&call.tool, &call.origin),
@@ -417,6 +435,58 @@ async fn insert_item_tx(
     .bind(&run.id)
     .bind(serde_json::to_string(item)?)
     .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether the account owning `deployment_id` may still make model calls: an unlimited
+/// (`NULL`) balance or one above zero.
+async fn has_credits_tx(
+    conn: &mut SqliteConnection,
+    deployment_id: &str,
+) -> Result<bool, StoreError> {
+    let balance: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT a.balance_micros FROM accounts a JOIN deployments d ON d.account_id = a.id \
+         WHERE d.id = ?",
+    )
+    .bind(deployment_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let balance = balance.ok_or(StoreError::NotFound("deployment"))?;
+    Ok(balance.is_none_or(|b| b > 0))
+}
+
+/// Takes what `usage` adds to the run's stored credits off its account's balance (unless
+/// unlimited), and stores `usage` as the run's. One `UPDATE … SET balance = balance - ?`, so
+/// concurrent debits never lose one another.
+async fn charge_usage_tx(
+    conn: &mut SqliteConnection,
+    run: &RunRecord,
+    usage: &RunUsage,
+    now: i64,
+) -> Result<(), StoreError> {
+    let charge = credits_micros(usage.credits) - credits_micros(run.usage.credits);
+    if charge != 0 {
+        sqlx::query(
+            "UPDATE accounts SET balance_micros = balance_micros - ? \
+             WHERE balance_micros IS NOT NULL \
+             AND id = (SELECT account_id FROM deployments WHERE id = ?)",
+        )
+        .bind(charge)
+        .bind(&run.deployment_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE runs SET input_tokens = ?, output_tokens = ?, credits_micros = ?, updated_at = ? \
+         WHERE id = ?",
+    )
+    .bind(usage.input_tokens as i64)
+    .bind(usage.output_tokens as i64)
+    .bind(credits_micros(usage.credits))
+    .bind(now)
+    .bind(&run.id)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -1015,6 +1085,16 @@ impl Store for SqliteStore {
                         s.deployment_id
                     )));
                 }
+                // The run keeps the tool settings it starts with (spec §18 guarantee 34).
+                let mut config = deployment.config.clone();
+                config.disabled_tools = sqlx::query_scalar(
+                    "SELECT name FROM tool_settings WHERE deployment_id = ? AND enabled = 0",
+                )
+                .bind(&s.deployment_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
                 let run = RunRecord {
                     id: s.new_run_id.clone(),
                     deployment_id: s.deployment_id.clone(),
@@ -1023,7 +1103,7 @@ impl Store for SqliteStore {
                     trigger: "message".to_owned(),
                     automation_id: None,
                     model: deployment.config.model.clone(),
-                    config: deployment.config.clone(),
+                    config,
                     steering_request: None,
                     error: None,
                     warnings: Vec::new(),
@@ -1150,6 +1230,12 @@ impl Store for SqliteStore {
         let run_id = lease.run_id.as_str();
         let mut tx = self.writer.begin().await?;
         let mut run = leased_run_tx(&mut tx, lease).await?;
+        // Spec §16.1: a run ends at its next model call while the balance is ≤ 0. The balance
+        // is read on the single writer connection, the one every debit goes through, so it
+        // includes every call recorded before this step began.
+        if !has_credits_tx(&mut tx, &run.deployment_id).await? {
+            return Err(StoreError::InsufficientCredits);
+        }
         let pending = sqlx::query(
             "SELECT id, content FROM messages WHERE run_id = ? AND consumed = 0 ORDER BY seq",
         )
@@ -1264,30 +1350,9 @@ impl Store for SqliteStore {
         }
         // Spec §16.1: what this call added to the run's credits comes off the account's
         // balance (unless unlimited) in the transaction that records the call, so a recorded
-        // call is charged exactly once. The balance may go below zero.
-        let charge = credits_micros(r.usage.credits) - credits_micros(run.usage.credits);
-        if charge != 0 {
-            sqlx::query(
-                "UPDATE accounts SET balance_micros = balance_micros - ? \
-                 WHERE balance_micros IS NOT NULL \
-                 AND id = (SELECT account_id FROM deployments WHERE id = ?)",
-            )
-            .bind(charge)
-            .bind(&run.deployment_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "UPDATE runs SET input_tokens = ?, output_tokens = ?, credits_micros = ?, updated_at = ? \
-             WHERE id = ?",
-        )
-        .bind(r.usage.input_tokens as i64)
-        .bind(r.usage.output_tokens as i64)
-        .bind(credits_micros(r.usage.credits))
-        .bind(r.now)
-        .bind(&run.id)
-        .execute(&mut *tx)
-        .await?;
+        // call is charged exactly once. The balance may go below zero, by at most the calls
+        // that passed `begin_step`'s check before it reached zero.
+        charge_usage_tx(&mut tx, &run, &r.usage, r.now).await?;
         touch_thread_tx(&mut tx, run.thread_id.as_deref(), r.now).await?;
         let events = append_tx(&mut tx, &run.deployment_id, r.events, r.now).await?;
         tx.commit().await?;
@@ -1686,6 +1751,75 @@ impl Store for SqliteStore {
         Ok(Some(events))
     }
 
+    async fn latest_compaction(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<CompactionRecord>, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        let run = run_tx(&mut conn, run_id).await?;
+        let row = match &run.thread_id {
+            Some(t) => {
+                sqlx::query(
+                    "SELECT items_summarised, summary, run_id FROM compactions \
+                     WHERE thread_id = ? ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(t)
+                .fetch_optional(&mut *conn)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT items_summarised, summary, run_id FROM compactions \
+                     WHERE run_id = ? AND thread_id IS NULL ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(&run.id)
+                .fetch_optional(&mut *conn)
+                .await?
+            }
+        };
+        row.map(|r| {
+            let items: i64 = r.try_get("items_summarised")?;
+            Ok(CompactionRecord {
+                items_summarised: usize::try_from(items).unwrap_or(0),
+                summary: r.try_get("summary")?,
+                run_id: r.try_get("run_id")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn record_compaction(
+        &self,
+        lease: &Lease,
+        c: NewCompaction,
+    ) -> Result<CompactionOutcome, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let run = leased_run_tx(&mut tx, lease).await?;
+        sqlx::query(
+            "INSERT INTO compactions (deployment_id, thread_id, run_id, items_summarised, \
+             summary, input_tokens, output_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&run.deployment_id)
+        .bind(&run.thread_id)
+        .bind(&run.id)
+        .bind(i64::try_from(c.items_summarised).unwrap_or(i64::MAX))
+        .bind(&c.summary)
+        .bind(i64::try_from(c.input_tokens).unwrap_or(i64::MAX))
+        .bind(i64::try_from(c.output_tokens).unwrap_or(i64::MAX))
+        .bind(c.now)
+        .execute(&mut *tx)
+        .await?;
+        // The summarisation calls are model calls: charged like any other (spec §16.1).
+        charge_usage_tx(&mut tx, &run, &c.usage, c.now).await?;
+        let credits_left = has_credits_tx(&mut tx, &run.deployment_id).await?;
+        let events = append_tx(&mut tx, &run.deployment_id, c.events, c.now).await?;
+        tx.commit().await?;
+        Ok(CompactionOutcome {
+            events,
+            credits_left,
+        })
+    }
+
     async fn tool_calls(&self, run_id: &str) -> Result<Vec<ToolCallRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM tool_calls WHERE run_id = ? ORDER BY seq")
             .bind(run_id)
@@ -1834,6 +1968,269 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn create_secret(&self, secret: &SecretRecord) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO secrets (id, account_id, name, customer_id, ciphertext, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&secret.id)
+        .bind(&secret.account_id)
+        .bind(&secret.name)
+        .bind(&secret.customer_id)
+        .bind(&secret.ciphertext)
+        .bind(secret.created_at)
+        .execute(&self.writer)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "A secret named `{}` already exists in this account.",
+                secret.name.as_deref().unwrap_or_default()
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_secret(
+        &self,
+        account_id: &str,
+        secret_id: &str,
+    ) -> Result<SecretRecord, StoreError> {
+        let row =
+            sqlx::query("SELECT *, 0 AS used_by FROM secrets WHERE id = ? AND account_id = ?")
+                .bind(secret_id)
+                .bind(account_id)
+                .fetch_optional(&self.reader)
+                .await?
+                .ok_or(StoreError::NotFound("secret"))?;
+        secret_row(&row)
+    }
+
+    async fn list_secrets(
+        &self,
+        account_id: &str,
+        customer_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Paged<SecretRecord>, StoreError> {
+        const SELECT: &str = "SELECT * FROM (SELECT s.*, (SELECT COUNT(*) FROM deployments d \
+            WHERE d.account_id = s.account_id AND EXISTS \
+            (SELECT 1 FROM json_each(d.config, '$.secrets') WHERE value = s.id)) AS used_by \
+            FROM secrets s)";
+        match customer_id {
+            Some(c) => {
+                paging::page(
+                    &self.reader,
+                    SELECT,
+                    "account_id = ? AND customer_id = ?",
+                    &[account_id, c],
+                    page,
+                    secret_row,
+                )
+                .await
+            }
+            None => {
+                paging::page(
+                    &self.reader,
+                    SELECT,
+                    "account_id = ?",
+                    &[account_id],
+                    page,
+                    secret_row,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn delete_secret(&self, account_id: &str, secret_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT id FROM secrets WHERE id = ? AND account_id = ?")
+                .bind(secret_id)
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound("secret"));
+        }
+        let user: Option<(String, String)> = sqlx::query_as(
+            "SELECT d.id, (SELECT key FROM json_each(d.config, '$.secrets') WHERE value = ? \
+             ORDER BY key LIMIT 1) FROM deployments d WHERE d.account_id = ? AND EXISTS \
+             (SELECT 1 FROM json_each(d.config, '$.secrets') WHERE value = ?) \
+             ORDER BY d.created_at, d.id LIMIT 1",
+        )
+        .bind(secret_id)
+        .bind(account_id)
+        .bind(secret_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((deployment_id, key)) = user {
+            return Err(StoreError::Conflict(format!(
+                "Secret {secret_id} is still referenced by deployment {deployment_id} (as `secrets.{key}`); remove the reference first."
+            )));
+        }
+        sqlx::query("DELETE FROM secrets WHERE id = ?")
+            .bind(secret_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn deployment_by_id(&self, deployment_id: &str) -> Result<DeploymentRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM deployments WHERE id = ?")
+            .bind(deployment_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or(StoreError::NotFound("deployment"))?;
+        map::deployment(&row)
+    }
+
+    async fn add_run_warning(&self, lease: &Lease, warning: Value) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let run = leased_run_tx(&mut tx, lease).await?;
+        let mut warnings = run.warnings;
+        warnings.push(warning);
+        sqlx::query("UPDATE runs SET warnings = ? WHERE id = ?")
+            .bind(to_json(&warnings)?)
+            .bind(&run.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_memory(&self, memory: &MemoryRecord, max: u32) -> Result<(), StoreError> {
+        memories::create(&self.writer, memory, max).await
+    }
+
+    async fn get_memory(
+        &self,
+        deployment_id: &str,
+        memory_id: &str,
+    ) -> Result<MemoryRecord, StoreError> {
+        memories::get(&self.reader, deployment_id, memory_id).await
+    }
+
+    async fn list_memories(
+        &self,
+        deployment_id: &str,
+        filter: &MemoryFilter,
+        page: &PageRequest,
+    ) -> Result<Paged<MemoryRecord>, StoreError> {
+        memories::list(&self.reader, deployment_id, filter, page).await
+    }
+
+    async fn update_memory(
+        &self,
+        deployment_id: &str,
+        memory_id: &str,
+        content: &str,
+        now: i64,
+    ) -> Result<MemoryRecord, StoreError> {
+        memories::update(&self.writer, deployment_id, memory_id, content, now).await
+    }
+
+    async fn delete_memory(&self, deployment_id: &str, memory_id: &str) -> Result<(), StoreError> {
+        memories::delete(&self.writer, deployment_id, memory_id).await
+    }
+
+    async fn all_memories(&self, deployment_id: &str) -> Result<Vec<MemoryRecord>, StoreError> {
+        memories::all(&self.reader, deployment_id).await
+    }
+
+    async fn search_memories(
+        &self,
+        deployment_id: &str,
+        fts_query: &str,
+        limit: u32,
+    ) -> Result<Vec<MemoryRecord>, StoreError> {
+        memories::search(&self.reader, deployment_id, fts_query, limit).await
+    }
+
+    async fn tool_settings(
+        &self,
+        deployment_id: &str,
+    ) -> Result<std::collections::BTreeMap<String, bool>, StoreError> {
+        let rows: Vec<(String, bool)> =
+            sqlx::query_as("SELECT name, enabled FROM tool_settings WHERE deployment_id = ?")
+                .bind(deployment_id)
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn set_tool_enabled(
+        &self,
+        deployment_id: &str,
+        name: &str,
+        enabled: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tool_settings (deployment_id, name, enabled, updated_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (deployment_id, name) \
+             DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
+        )
+        .bind(deployment_id)
+        .bind(name)
+        .bind(enabled)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_skill(&self, skill: &SkillRecord, max: u32) -> Result<(), StoreError> {
+        skills::create(&self.writer, skill, max).await
+    }
+
+    async fn get_skill(
+        &self,
+        deployment_id: &str,
+        skill_id: &str,
+    ) -> Result<SkillRecord, StoreError> {
+        skills::get(&self.reader, deployment_id, skill_id).await
+    }
+
+    async fn list_skills(
+        &self,
+        deployment_id: &str,
+        page: &PageRequest,
+    ) -> Result<Paged<SkillRecord>, StoreError> {
+        skills::list(&self.reader, deployment_id, page).await
+    }
+
+    async fn all_skills(&self, deployment_id: &str) -> Result<Vec<SkillRecord>, StoreError> {
+        skills::all(&self.reader, deployment_id).await
+    }
+
+    async fn replace_skill(&self, skill: &SkillRecord) -> Result<(), StoreError> {
+        skills::replace(&self.writer, skill).await
+    }
+
+    async fn delete_skill(&self, deployment_id: &str, skill_id: &str) -> Result<(), StoreError> {
+        skills::delete(&self.writer, deployment_id, skill_id).await
+    }
+
+    async fn replace_deployment_skills(
+        &self,
+        deployment_id: &str,
+        skills: &[SkillRecord],
+    ) -> Result<(), StoreError> {
+        skills::replace_all(&self.writer, deployment_id, skills).await
+    }
+
+    async fn set_skill_load(
+        &self,
+        deployment_id: &str,
+        skill_id: &str,
+        description: Option<&str>,
+        error: Option<&ErrorInfo>,
+    ) -> Result<(), StoreError> {
+        skills::set_load(&self.writer, deployment_id, skill_id, description, error).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

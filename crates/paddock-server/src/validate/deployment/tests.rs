@@ -43,6 +43,7 @@ impl Fixture {
 
     fn v(&self) -> Validator<'_> {
         Validator {
+            secrets: None,
             settings: &self.settings,
             models: &self.models,
         }
@@ -150,6 +151,7 @@ fn minimal_create_fills_every_default() {
             skills: vec![],
             secrets: BTreeMap::new(),
             tool_policies: BTreeMap::new(),
+            disabled_tools: Default::default(),
         }
     );
 }
@@ -296,7 +298,7 @@ fn first_problem_in_field_order_wins() {
     assert_invalid(f.create(body), "mcp_servers");
     let body = json!({"customer_id": "c", "name": "n", "system_prompt": "p",
                       "skills": [{}], "secrets": 1, "tool_policies": 1});
-    assert_invalid(f.create(body), "skills");
+    assert_invalid(f.create(body), "skills[0].source");
     let body = json!({"customer_id": "c", "name": "n", "system_prompt": "p",
                       "secrets": 1, "tool_policies": 1});
     assert_invalid(f.create(body), "secrets");
@@ -785,7 +787,8 @@ fn header_templates_must_be_well_formed_and_resolve() {
 // ---------------------------------------------------------------- skills
 
 #[test]
-fn skills_are_not_supported_yet() {
+fn skills_are_checked_for_shape() {
+    // Loading (fetch, read, SKILL.md rules) happens in the route; the validator checks shape.
     let f = Fixture::new();
     assert!(
         f.create_with("skills", json!([]))
@@ -794,16 +797,34 @@ fn skills_are_not_supported_yet() {
             .skills
             .is_empty()
     );
-    let m = assert_invalid(
+    assert!(
         f.create_with(
             "skills",
             json!([{"source": "inline", "name": "x", "content": "y"}]),
-        ),
-        "skills",
+        )
+        .is_ok()
     );
-    assert_eq!(m, "skills are not supported by this server version yet");
     assert_invalid(f.create_with("skills", json!({})), "skills");
     assert_invalid(f.create_with("skills", json!("brand-voice")), "skills");
+    assert_invalid(
+        f.create_with(
+            "skills",
+            json!([{"source": "inline", "name": "X", "content": "y"}]),
+        ),
+        "skills[0].name",
+    );
+    assert_invalid(
+        f.create_with(
+            "skills",
+            json!([{"source": "inline", "name": "a", "content": "y"},
+                   {"source": "file", "name": "a", "path": "a/SKILL.md"}]),
+        ),
+        "skills[1].name",
+    );
+    let many: Vec<_> = (0..101)
+        .map(|i| json!({"source": "inline", "name": format!("s{i}"), "content": "y"}))
+        .collect();
+    assert_invalid(f.create_with("skills", json!(many)), "skills");
 }
 
 // ---------------------------------------------------------------- secrets
@@ -1114,7 +1135,10 @@ fn patch_skills() {
             .skills
             .is_empty()
     );
-    assert_invalid(f.patch(json!({"skills": [{"name": "x"}]}), &r), "skills");
+    assert_invalid(
+        f.patch(json!({"skills": [{"name": "x"}]}), &r),
+        "skills[0].source",
+    );
     assert_invalid(f.patch(json!({"skills": {}}), &r), "skills");
 }
 

@@ -1,0 +1,209 @@
+//! Secret redaction (spec §15.3): every exact occurrence of the value of a secret a deployment
+//! references becomes `[secret:NAME]`, `NAME` being the referencing key (the lexically first
+//! if several reference the same secret).
+//!
+//! A run builds one [`Redactor`] from its deployment's decrypted secrets and applies it to tool
+//! results before the model sees them, to streamed text (through a [`StreamRedactor`], which
+//! holds back just enough text to catch a value split across deltas), to the stored agent
+//! message, and to error messages that quote an MCP server. A deployment has at most 100
+//! secrets, so a plain scan per value is enough.
+
+use serde_json::Value;
+
+/// Replaces secret values with `[secret:NAME]`.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    /// `(value, replacement)`, longest value first (so a value containing another wins).
+    patterns: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} values)", self.patterns.len())
+    }
+}
+
+impl Redactor {
+    /// A redactor for `(name, value)` pairs. Pairs should come in key order: the first name of
+    /// a value is the one used. Empty values are ignored.
+    pub fn new<'a>(secrets: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut patterns: Vec<(String, String)> = Vec::new();
+        for (name, value) in secrets {
+            if value.is_empty() || patterns.iter().any(|(v, _)| v == value) {
+                continue;
+            }
+            patterns.push((value.to_owned(), format!("[secret:{name}]")));
+        }
+        patterns.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        Self { patterns }
+    }
+
+    /// Whether there is nothing to redact.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// The longest value's length in bytes (0 without secrets).
+    pub fn longest(&self) -> usize {
+        self.patterns.first().map_or(0, |(v, _)| v.len())
+    }
+
+    /// Finds the leftmost occurrence at or after `from` (the longest value at that position).
+    fn next_match(&self, text: &str, from: usize) -> Option<(usize, usize, &str)> {
+        let mut best: Option<(usize, usize, &str)> = None;
+        for (value, replacement) in &self.patterns {
+            if let Some(i) = text[from..].find(value.as_str()) {
+                let start = from + i;
+                let better = match best {
+                    None => true,
+                    Some((s, e, _)) => start < s || (start == s && start + value.len() > e),
+                };
+                if better {
+                    best = Some((start, start + value.len(), replacement.as_str()));
+                }
+            }
+        }
+        best
+    }
+
+    /// `text` with every occurrence replaced.
+    pub fn redact(&self, text: &str) -> String {
+        if self.patterns.is_empty() {
+            return text.to_owned();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        while let Some((start, end, replacement)) = self.next_match(text, at) {
+            out.push_str(&text[at..start]);
+            out.push_str(replacement);
+            at = end;
+        }
+        out.push_str(&text[at..]);
+        out
+    }
+
+    /// A JSON value with every string (keys included) redacted.
+    pub fn redact_json(&self, value: &Value) -> Value {
+        if self.patterns.is_empty() {
+            return value.clone();
+        }
+        match value {
+            Value::String(s) => Value::String(self.redact(s)),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.redact_json(v)).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (self.redact(k), self.redact_json(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// How much of `text` can be released now without risking a value split by the end of
+    /// `text`: a byte index (on a char boundary) such that no occurrence, complete or not,
+    /// straddles it. Everything from it on is held back until more text (or the end) comes.
+    fn safe_cut(&self, text: &str) -> usize {
+        let hold = self.longest().saturating_sub(1);
+        let mut cut = text.len().saturating_sub(hold);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        // A complete occurrence straddling the cut is released whole.
+        let mut at = 0;
+        while let Some((start, end, _)) = self.next_match(text, at) {
+            if start >= cut {
+                break;
+            }
+            if end > cut {
+                cut = end;
+                break;
+            }
+            at = end;
+        }
+        cut
+    }
+}
+
+/// Redacts a stream of text deltas: [`Self::push`] returns what may be shown now, holding back
+/// the tail that could be the start of a secret value; [`Self::finish`] releases the rest.
+#[derive(Debug, Default)]
+pub struct StreamRedactor {
+    redactor: Redactor,
+    held: String,
+}
+
+impl StreamRedactor {
+    pub fn new(redactor: Redactor) -> Self {
+        Self {
+            redactor,
+            held: String::new(),
+        }
+    }
+
+    /// Adds a delta; returns the redacted text that is safe to release (may be empty).
+    pub fn push(&mut self, delta: &str) -> String {
+        self.held.push_str(delta);
+        if self.redactor.is_empty() {
+            return std::mem::take(&mut self.held);
+        }
+        let cut = self.redactor.safe_cut(&self.held);
+        let rest = self.held.split_off(cut);
+        let out = self.redactor.redact(&self.held);
+        self.held = rest;
+        out
+    }
+
+    /// Releases everything held, redacted.
+    pub fn finish(&mut self) -> String {
+        let out = self.redactor.redact(&self.held);
+        self.held.clear();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn r() -> Redactor {
+        Redactor::new([
+            ("A_KEY", "s3cret-value"),
+            ("B_KEY", "s3cret-value"),
+            ("C", "xyz123"),
+        ])
+    }
+
+    #[test]
+    fn replaces_every_occurrence_with_the_first_name() {
+        assert_eq!(
+            r().redact("a s3cret-value b s3cret-valuexyz123"),
+            "a [secret:A_KEY] b [secret:A_KEY][secret:C]"
+        );
+        assert_eq!(
+            r().redact_json(&json!({"k": ["xyz123", 1]})),
+            json!({"k": ["[secret:C]", 1]})
+        );
+        assert_eq!(Redactor::default().redact("xyz123"), "xyz123");
+    }
+
+    #[test]
+    fn stream_catches_values_split_across_deltas() {
+        let mut s = StreamRedactor::new(r());
+        let mut out = String::new();
+        for d in ["hello s3cr", "et-val", "ue and xy", "z12", "3 done"] {
+            out.push_str(&s.push(d));
+        }
+        out.push_str(&s.finish());
+        assert_eq!(out, "hello [secret:A_KEY] and [secret:C] done");
+        let mut s = StreamRedactor::new(r());
+        let first = s.push("plain text that is long enough");
+        assert!(!first.is_empty());
+        assert_eq!(
+            format!("{first}{}", s.finish()),
+            "plain text that is long enough"
+        );
+    }
+}
