@@ -703,6 +703,7 @@ async fn stream_once(
     let redactor = rt.run_tools(&run.id).redactor.clone();
     let mut held = crate::redaction::StreamRedactor::new(redactor.clone());
     let mut flush_at: Option<Instant> = None;
+    let mut first_sent = false;
     let mut tool_calls = Vec::new();
     let mut usage = RunUsage::default();
     let mut finished = false;
@@ -723,7 +724,12 @@ async fn stream_once(
                     continue;
                 }
                 pending.push_str(&held.push(&d));
-                if flush_at.is_none() {
+                if !first_sent && !pending.is_empty() {
+                    // The first text of a response goes out at once (time to first token);
+                    // only what follows is merged within the coalescing window.
+                    flush_tokens(rt, lease, run, &mut pending).await?;
+                    first_sent = true;
+                } else if flush_at.is_none() {
                     flush_at = Some(Instant::now() + rt.settings.token_coalesce);
                 }
             }

@@ -243,6 +243,13 @@ impl Server {
         let app = routes::router(state.clone());
         let stop = shutdown.clone();
         let serving = tokio::spawn(async move {
+            // Small writes (SSE frames, token events) must not wait for Nagle's algorithm and
+            // the peer's delayed ACK (tens of milliseconds).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+            });
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
