@@ -493,7 +493,14 @@ async fn execute_call(
         }
         None => ToolOutput::error(format!("unknown or unavailable tool `{facing}`")),
     };
-    record_result(rt, lease, run, call, output).await
+    // Spec §3.2: a sandbox that cannot run what the run needs ends the run with
+    // `sandbox_error`; the call gets its error result first (§7.4 invariant 3).
+    let sandbox_failure = crate::tools::shell::sandbox_failure(&output);
+    record_result(rt, lease, run, call, output).await?;
+    match sandbox_failure {
+        Some(message) => Err(Stop::Fail("sandbox_error", message)),
+        None => Ok(()),
+    }
 }
 
 async fn record_result(

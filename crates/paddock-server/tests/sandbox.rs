@@ -479,3 +479,29 @@ async fn docker_is_refused_naming_the_enabled_backend() {
         .unwrap();
     assert_eq!(ready["checks"]["sandbox"], "ok", "{ready}");
 }
+
+/// Spec §3.2: when the sandbox cannot run what a run needs (here the deployment's workspace
+/// is gone from under it), the run ends with `sandbox_error` after the call's error result,
+/// and nothing runs outside the sandbox.
+#[tokio::test]
+async fn a_sandbox_that_cannot_run_the_command_ends_the_run_with_sandbox_error() {
+    let t = TestServer::start().await;
+    let d = t.ready_deployment(json!({})).await;
+    let ws = t.dir.path().join("workspaces").join(&d.deployment_id);
+    std::fs::remove_dir_all(&ws).unwrap();
+    let (events, _) = one_call(
+        &t,
+        &d.deployment_id,
+        "call_gone",
+        "shell",
+        json!({"command": "echo ran-outside > /tmp/paddock-should-not-exist"}),
+    )
+    .await;
+    let result = tool_result(&events, "call_gone");
+    assert_eq!(result["is_error"], true, "{result}");
+    assert_eq!(result["result"]["error"], "sandbox_error", "{result}");
+    let last = events.last().unwrap();
+    assert_eq!(last.data["status"], "error", "{last:?}");
+    assert_eq!(last.data["error"]["code"], "sandbox_error", "{last:?}");
+    assert!(!std::path::Path::new("/tmp/paddock-should-not-exist").exists());
+}

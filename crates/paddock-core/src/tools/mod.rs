@@ -6,7 +6,7 @@
 mod approval;
 mod files;
 pub mod large_output;
-mod shell;
+pub(crate) mod shell;
 
 use std::sync::Arc;
 

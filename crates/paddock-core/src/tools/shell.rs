@@ -32,10 +32,29 @@ impl Default for ShellSettings {
 
 /// Runs `bash -c <command>` in `/workspace` through the runtime's [`paddock_sandbox::Sandbox`].
 ///
-/// A sandbox that cannot run the command (backend broken, `network: internet` unavailable)
-/// gives an error result with `"error": "sandbox_error"`: the model learns the shell is not
-/// working and can still answer or use the file tools; nothing ever runs outside the sandbox.
+/// A sandbox that cannot run the command (backend broken, `network: internet` unavailable,
+/// workspace gone) gives an error result with `"error": "sandbox_error"`, and the run loop
+/// then ends the run with `error.code = "sandbox_error"` (spec §3.2; see
+/// [`sandbox_failure`]); nothing ever runs outside the sandbox.
 pub struct Shell;
+
+/// The message of a result that says the sandbox could not run a command, if `output` is one:
+/// such a run cannot go on (spec §3.2).
+pub(crate) fn sandbox_failure(output: &ToolOutput) -> Option<String> {
+    if !output.is_error
+        || output.result.get("error").and_then(Value::as_str) != Some("sandbox_error")
+    {
+        return None;
+    }
+    Some(
+        output
+            .result
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("The sandbox could not run the command.")
+            .to_owned(),
+    )
+}
 
 #[async_trait::async_trait]
 impl Tool for Shell {
