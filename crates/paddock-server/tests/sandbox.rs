@@ -505,3 +505,53 @@ async fn a_sandbox_that_cannot_run_the_command_ends_the_run_with_sandbox_error()
     assert_eq!(last.data["error"]["code"], "sandbox_error", "{last:?}");
     assert!(!std::path::Path::new("/tmp/paddock-should-not-exist").exists());
 }
+
+/// A fork bomb and a memory hog each end with a clear error result to the model (the
+/// process cap and the memory limit, not the timeout), and their run goes on to complete,
+/// while a run started at the same moment on another deployment completes too.
+#[tokio::test]
+async fn a_fork_bomb_and_a_memory_hog_are_stopped_by_their_limits_while_others_run() {
+    let cases = [
+        ("bomb() { bomb & bomb & wait; }; bomb", "process_limit"),
+        ("head -c 1500M /dev/zero | tail > /dev/null", "memory_limit"),
+    ];
+    for (command, killed) in cases {
+        let t = TestServer::start().await;
+        let a = t
+            .ready_deployment(json!({"sandbox": {"memory_mb": 256}}))
+            .await;
+        let b = t.ready_deployment(json!({})).await;
+        let mut stream_a = open_events(&t.admin, &a.deployment_id).await;
+        let mut stream_b = open_events(&t.admin, &b.deployment_id).await;
+        t.fake.push(Script::new().tool_call(
+            "call_abuse",
+            "shell",
+            json!({"command": command, "timeout_s": 120}),
+        ));
+        let run_a = t
+            .admin
+            .send_message(&a.deployment_id, "Abuse", None, &[])
+            .await
+            .unwrap();
+        collect_until(&mut stream_a, |e| e.event == "tool_call").await;
+        t.fake.push(Script::new().text("Fine here."));
+        let run_b = t
+            .admin
+            .send_message(&b.deployment_id, "Hi", None, &[])
+            .await
+            .unwrap();
+        let events_b = collect_until(&mut stream_b, |e| is_terminal(e, &run_b.run_id)).await;
+        assert_eq!(
+            events_b.last().unwrap().data["status"],
+            "completed",
+            "{command}"
+        );
+        t.fake.push(Script::new().text("It was stopped."));
+        let events_a = collect_until(&mut stream_a, |e| is_terminal(e, &run_a.run_id)).await;
+        let result = tool_result(&events_a, "call_abuse");
+        assert_eq!(result["is_error"], true, "{command}: {result:#}");
+        assert_eq!(result["result"]["killed"], killed, "{command}: {result:#}");
+        assert!(result["result"].get("timed_out").is_none(), "{result:#}");
+        assert_eq!(events_a.last().unwrap().data["status"], "completed");
+    }
+}
