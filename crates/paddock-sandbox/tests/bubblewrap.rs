@@ -386,6 +386,11 @@ async fn cannot_see_host_processes() {
     fx.teardown().await;
 }
 
+/// Tries the host's PostgreSQL port on loopback (where CI runs PostgreSQL, and where a
+/// Paddock node's database usually is).
+const POSTGRES_PROBE: &str = "if timeout 10 bash -c 'echo x > /dev/tcp/127.0.0.1/5432' 2>/dev/null; \
+     then echo postgres CONNECTED; else echo postgres refused; fi\n";
+
 #[tokio::test]
 async fn network_none_reaches_nothing() {
     let fx = fixture("net-none");
@@ -403,9 +408,11 @@ async fn network_none_reaches_nothing() {
              echo CONNECTED {t}; else echo refused {t}; fi\n"
         ));
     }
+    script.push_str(POSTGRES_PROBE);
     let out = fx.run(&script).await;
     let text = stdout(&out);
     assert_eq!(text.lines().next(), Some("lo:"), "{text}");
+    assert!(text.contains("postgres refused\n"), "{}", show(&out));
     for t in &targets {
         assert!(text.contains(&format!("refused {t}\n")), "{}", show(&out));
     }
@@ -453,9 +460,11 @@ async fn network_internet_blocks_host_and_private_addresses() {
         "ip rule del pref 200 2>/dev/null && echo RULE-DELETED || echo rule-kept\n\
          ip link set tap0 down 2>/dev/null && echo LINK-DOWN || echo link-kept\n",
     );
+    script.push_str(POSTGRES_PROBE);
     let out = fx.run(&script).await;
     let text = stdout(&out);
     assert_eq!(text.lines().next(), Some("10.0.2.100/24"), "{}", show(&out));
+    assert!(text.contains("postgres refused\n"), "{}", show(&out));
     for t in &targets {
         assert!(
             text.contains(&format!("refused {t}\n")),
