@@ -380,7 +380,7 @@ pub async fn ttft(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     target.stop().await?;
     rows.push(judge(
         Row::dist(S, "paddock, token_coalesce 100 ms (default)", "ms", &lat).note(format!(
-            "model `{profile}`; the first delta waits out the coalescing window by design"
+            "model `{profile}`; the first delta of a response is sent at once, later ones coalesced"
         )),
     ));
     if matches!(ctx.spec, TargetSpec::InProcess) {
