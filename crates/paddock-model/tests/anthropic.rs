@@ -5,11 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod common;
+
+use common::{collect, text, usage};
 use futures::StreamExt;
 use paddock_model::anthropic::AnthropicProvider;
 use paddock_model::{
-    Item, Media, MediaKind, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream,
-    ToolCall, ToolSpec, Usage,
+    Item, Media, MediaKind, ModelError, ModelEvent, ModelProvider, ModelRequest, ToolCall,
+    ToolSpec, Usage,
 };
 use paddock_test_support::{FakeAnthropic, Gate, Script};
 use serde_json::json;
@@ -24,49 +27,13 @@ fn provider(fake: &FakeAnthropic) -> AnthropicProvider {
 }
 
 fn request(text: &str) -> ModelRequest {
-    ModelRequest {
-        model: "claude-test".to_owned(),
-        system: "You are terse.".to_owned(),
-        items: vec![Item::user(text.to_owned())],
-        tools: Vec::new(),
-        max_output_tokens: None,
-    }
-}
-
-/// Reads the whole stream; an error is the last element.
-async fn collect(mut stream: ModelStream) -> (Vec<ModelEvent>, Option<ModelError>) {
-    let mut events = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(event) => events.push(event),
-            Err(error) => {
-                assert!(
-                    stream.next().await.is_none(),
-                    "stream continued after {error}"
-                );
-                return (events, Some(error));
-            }
-        }
-    }
-    (events, None)
+    common::request_to("claude-test", text)
 }
 
 async fn run(fake: &FakeAnthropic, script: Script) -> (Vec<ModelEvent>, Option<ModelError>) {
     fake.push(script);
     let stream = provider(fake).stream(request("hi")).await.unwrap();
     collect(stream).await
-}
-
-fn text(s: &str) -> ModelEvent {
-    ModelEvent::TextDelta(s.to_owned())
-}
-
-fn usage(input: u64, output: u64) -> ModelEvent {
-    ModelEvent::Usage(Usage {
-        input_tokens: input,
-        output_tokens: output,
-        ..Usage::default()
-    })
 }
 
 #[tokio::test]

@@ -6,11 +6,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod common;
+
+use common::collect;
 use futures::StreamExt;
 use paddock_model::openai::OpenAiProvider;
 use paddock_model::{
-    Item, Media, MediaKind, ModelError, ModelEvent, ModelProvider, ModelRequest, ModelStream,
-    ToolCall, ToolSpec, Usage,
+    Item, Media, MediaKind, ModelError, ModelEvent, ModelProvider, ModelRequest, ToolCall,
+    ToolSpec, Usage,
 };
 use paddock_test_support::{FakeOpenAi, Gate, Script};
 use serde_json::json;
@@ -20,31 +23,7 @@ fn provider(fake: &FakeOpenAi) -> OpenAiProvider {
 }
 
 fn request(text: &str) -> ModelRequest {
-    ModelRequest {
-        model: "gpt-test".to_owned(),
-        system: "You are terse.".to_owned(),
-        items: vec![Item::user(text.to_owned())],
-        tools: Vec::new(),
-        max_output_tokens: None,
-    }
-}
-
-/// Reads the whole stream; an error is the last element.
-async fn collect(mut stream: ModelStream) -> (Vec<ModelEvent>, Option<ModelError>) {
-    let mut events = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(event) => events.push(event),
-            Err(error) => {
-                assert!(
-                    stream.next().await.is_none(),
-                    "stream continued after {error}"
-                );
-                return (events, Some(error));
-            }
-        }
-    }
-    (events, None)
+    common::request_to("gpt-test", text)
 }
 
 async fn run(fake: &FakeOpenAi, script: Script) -> (Vec<ModelEvent>, Option<ModelError>) {
