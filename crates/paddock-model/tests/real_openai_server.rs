@@ -4,7 +4,7 @@
 //! parses tool calls with the model's own chat template.
 //!
 //! Needs `PADDOCK_TEST_LLAMA_SERVER` (the binary `scripts/setup` builds into
-//! `target/llama-server/`) and `PADDOCK_TEST_GGUF` (the model); `scripts/test` sets both.
+//! `~/.cache/paddock/llama-server-0.3.16/`) and `PADDOCK_TEST_GGUF` (the model); `scripts/test` sets both.
 //! The server samples greedily (`--temp 0`), so the answers are the same on every run.
 
 use std::collections::BTreeMap;
@@ -50,7 +50,7 @@ impl LlamaServer {
     async fn start() -> LlamaServer {
         let binary = required_path(
             "PADDOCK_TEST_LLAMA_SERVER",
-            "run scripts/setup (it builds target/llama-server/llama-server) and set \
+            "run scripts/setup (it builds ~/.cache/paddock/llama-server-0.3.16/llama-server) and set \
              PADDOCK_TEST_LLAMA_SERVER to that file, or run the tests with scripts/test",
         );
         let model = required_path(
