@@ -64,7 +64,7 @@ pub struct RuntimeSettings {
     /// MCP servers (spec §14.2): connecting and listing tools at a run start, and one call.
     pub mcp_connect_timeout: Duration,
     pub mcp_call_timeout: Duration,
-    /// Which addresses MCP connections may reach (spec §1.13).
+    /// Which addresses MCP connections and attachment fetches may reach (spec §1.13).
     pub outbound: paddock_net::AddressPolicy,
     /// Opens the deployment's secrets for MCP headers and redaction; `None`: no secret can be
     /// read (runs of deployments with secrets get no MCP headers that use them).
@@ -75,6 +75,8 @@ pub struct RuntimeSettings {
     pub sandbox_max_processes: u32,
     /// The large-output rule of spec §13.1.
     pub large_output: crate::tools::LargeOutputSettings,
+    /// Limits of one attachment fetch (spec §4.3).
+    pub attachments: crate::attachments::AttachmentSettings,
 }
 
 impl Default for RuntimeSettings {
@@ -100,6 +102,7 @@ impl Default for RuntimeSettings {
             shell: crate::tools::ShellSettings::default(),
             sandbox_max_processes: paddock_sandbox::DEFAULT_MAX_PROCESSES,
             large_output: crate::tools::LargeOutputSettings::default(),
+            attachments: crate::attachments::AttachmentSettings::default(),
         }
     }
 }
