@@ -123,7 +123,7 @@ impl RunTools {
 
 /// The decrypted values of the deployment's secrets, by key (key order). Missing or
 /// undecryptable secrets are left out (logged by key and id, never by value).
-async fn secret_values(
+pub(crate) async fn secret_values(
     rt: &Runtime,
     account_id: &str,
     config: &DeploymentConfig,

@@ -221,6 +221,20 @@ impl Runtime {
         &self.settings
     }
 
+    /// The redactor of a deployment's referenced secrets (spec §15.3), decrypted on the host:
+    /// what the Files API applies to the file content it serves. Empty without secrets.
+    pub async fn redactor(
+        &self,
+        account_id: &str,
+        config: &DeploymentConfig,
+    ) -> crate::redaction::Redactor {
+        if config.secrets.is_empty() {
+            return crate::redaction::Redactor::default();
+        }
+        let values = crate::mcp::secret_values(self, account_id, config).await;
+        crate::redaction::Redactor::new(values.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
     /// The workspace of a deployment.
     pub fn workspace(&self, deployment_id: &str) -> Workspace {
         let root = self.settings.workspaces_dir.join(deployment_id);
