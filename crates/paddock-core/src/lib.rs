@@ -24,6 +24,7 @@ pub mod workspace;
 pub mod workspace_index;
 
 pub use bus::{EventBus, EventObserver, Subscription};
+pub use mcp::ListedMcpTool;
 pub use prompt::{fixed_prompt, system_prompt};
 pub use runtime::{CancelError, Runtime, RuntimeSettings, UsageObserver};
 pub use workspace::{PathError, Workspace};

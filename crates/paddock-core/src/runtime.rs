@@ -235,6 +235,27 @@ impl Runtime {
         crate::redaction::Redactor::new(values.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
+    /// The MCP tools of the deployment's last discovery (spec §13.2), after asking the servers
+    /// again when `refresh` is set. Built-ins are not included; an unreachable server adds none.
+    pub async fn mcp_tools(
+        &self,
+        deployment: &paddock_store::DeploymentRecord,
+        refresh: bool,
+    ) -> Result<Vec<crate::mcp::ListedMcpTool>, StoreError> {
+        if refresh {
+            crate::mcp::refresh(
+                self,
+                &deployment.account_id,
+                &deployment.customer_id,
+                &deployment.id,
+                &deployment.config,
+            )
+            .await;
+        }
+        let discovery = self.store.mcp_discovery(&deployment.id).await?;
+        Ok(crate::mcp::listed(&deployment.config, discovery.as_ref()))
+    }
+
     /// The workspace of a deployment.
     pub fn workspace(&self, deployment_id: &str) -> Workspace {
         let root = self.settings.workspaces_dir.join(deployment_id);

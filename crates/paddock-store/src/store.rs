@@ -397,6 +397,18 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<(), StoreError>;
 
+    /// Replaces the deployment's last MCP discovery (spec §13.2): a JSON object, server name →
+    /// the tools it listed. Kept until the next discovery or the deployment's deletion.
+    async fn set_mcp_discovery(
+        &self,
+        deployment_id: &str,
+        servers: &Value,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The deployment's last MCP discovery, if there has been one.
+    async fn mcp_discovery(&self, deployment_id: &str) -> Result<Option<Value>, StoreError>;
+
     // ---- skills (spec §12) ----
 
     /// Adds a skill; `Conflict` when its name is taken in the deployment or it has `max`

@@ -2275,6 +2275,34 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn set_mcp_discovery(
+        &self,
+        deployment_id: &str,
+        servers: &Value,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mcp_discoveries (deployment_id, servers, discovered_at) VALUES (?, ?, ?) \
+             ON CONFLICT (deployment_id) \
+             DO UPDATE SET servers = excluded.servers, discovered_at = excluded.discovered_at",
+        )
+        .bind(deployment_id)
+        .bind(to_json(servers)?)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn mcp_discovery(&self, deployment_id: &str) -> Result<Option<Value>, StoreError> {
+        let row: Option<String> =
+            sqlx::query_scalar("SELECT servers FROM mcp_discoveries WHERE deployment_id = ?")
+                .bind(deployment_id)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.map(|s| serde_json::from_str(&s)).transpose()?)
+    }
+
     async fn create_skill(&self, skill: &SkillRecord, max: u32) -> Result<(), StoreError> {
         skills::create(&self.writer, skill, max).await
     }
