@@ -78,6 +78,19 @@ pub struct FileConfig {
     /// `[memory]`.
     #[serde(default)]
     pub memory: MemorySection,
+    /// `[attachments]`.
+    #[serde(default)]
+    pub attachments: AttachmentsSection,
+}
+
+/// `[attachments]`: fetching the attachments of messages (spec §4.3).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentsSection {
+    /// Largest attachment fetched, in bytes.
+    pub max_bytes: Option<u64>,
+    /// Seconds one attachment's fetch may take in all.
+    pub timeout_secs: Option<u64>,
 }
 
 /// `[memory]`: memories in the agent's context (spec §10).
@@ -618,6 +631,15 @@ impl Sources {
         }
         if let Some(allow) = out.allow_private_networks {
             s.outbound.allow_private_networks = allow;
+        }
+
+        if let Some(n) = c.attachments.max_bytes {
+            positive("attachments.max_bytes", n)?;
+            s.attachment_max_bytes = n;
+        }
+        if let Some(secs) = c.attachments.timeout_secs {
+            positive("attachments.timeout_secs", secs)?;
+            s.attachment_timeout = Duration::from_secs(secs);
         }
 
         if let Some(n) = c.memory.context_tokens {

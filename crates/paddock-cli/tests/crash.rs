@@ -716,3 +716,137 @@ async fn steering_input_queued_before_a_sigkill_reaches_the_model_after_the_rest
     );
     drop(gate);
 }
+
+/// A tiny HTTP server on 127.0.0.2 for attachments: `/cat.png` answers a PNG at once, `/slow`
+/// sends its headers and a few bytes, then nothing for as long as the test runs. The watch
+/// counts the requests of each (`[cat, slow]`).
+async fn attachment_host() -> (
+    std::net::SocketAddr,
+    tokio::sync::watch::Receiver<[usize; 2]>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hits, rx) = tokio::sync::watch::channel([0usize; 2]);
+    let hits = std::sync::Arc::new(hits);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                if text.starts_with("GET /cat.png ") {
+                    hits.send_modify(|h| h[0] += 1);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        PNG.len()
+                    );
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(PNG).await;
+                } else if text.starts_with("GET /slow ") {
+                    hits.send_modify(|h| h[1] += 1);
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n\x89PNG")
+                        .await;
+                    // Hold the connection open, sending nothing more.
+                    std::future::pending::<()>().await;
+                } else {
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Spec §4.3 and §5.4: an attachment's outcome is recorded before the next fetch, so a run
+/// killed during a fetch does not fetch again what it already saved; an attachment whose fetch
+/// was interrupted by two kills is given up (the model is told) instead of being tried forever.
+#[tokio::test]
+async fn attachment_fetches_survive_sigkills_without_refetching_forever() {
+    let fake = FakeOpenAi::start().await;
+    let (host, mut hits) = attachment_host().await;
+    let home = Home::new(&format!(
+        "{}\n[outbound]\nallowed_networks = [\"127.0.0.2/32\"]\n\n[attachments]\ntimeout_secs = 600\n",
+        config(&fake.base_url(), "node_a")
+    ));
+    let mut server = Paddock::start(&home).await;
+    let key = server.admin_key.clone().expect("first start prints a key");
+    let api = server.api(&key);
+    let dep = api
+        .create_ready_deployment(&json!({
+            "customer_id": "cus_att",
+            "name": "Attachments",
+            "system_prompt": "You are a test agent.",
+        }))
+        .await;
+    let dep_id = dep["deployment_id"].as_str().unwrap().to_owned();
+    let cat = format!("http://{host}/cat.png");
+    let slow = format!("http://{host}/slow");
+    let run = api
+        .send_message(
+            &dep_id,
+            &json!({"content": "Look.", "attachments": [
+                {"type": "image", "url": cat}, {"type": "image", "url": slow},
+            ]}),
+        )
+        .await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let message_id = run["message_id"].as_str().unwrap().to_owned();
+
+    // Killed twice while `/slow` is being fetched (the second time by the resumed run).
+    for attempt in 1..=2 {
+        tokio::time::timeout(WAIT, hits.wait_for(|h| h[1] >= attempt))
+            .await
+            .expect("the slow attachment is requested")
+            .unwrap();
+        server.kill9().await;
+        server = Paddock::start(&home).await;
+    }
+    let api = server.api(&key);
+    let mut all = api.events(&dep_id, "?after=evt_0").await;
+    let end = all.until(WAIT, |e| e.is_terminal(&run_id)).await;
+    assert!(
+        end.is_status(&run_id, "completed"),
+        "{}",
+        describe(&all.seen)
+    );
+    assert_eq!(
+        *hits.borrow(),
+        [1, 2],
+        "cat fetched once, slow twice, then given up"
+    );
+
+    let requests = fake.requests();
+    assert_eq!(
+        requests.len(),
+        1,
+        "the model was called once, after the fetches"
+    );
+    let request = requests[0].to_string();
+    assert!(
+        request.contains(&format!(
+            "[image attachment 2 ({slow}) could not be fetched: the fetch was interrupted 2 times (the server stopped during it)]"
+        )),
+        "{request}"
+    );
+    assert!(
+        request.contains(&format!(
+            "[image attachment 1 ({cat}) saved in the workspace at .paddock/attachments/{message_id}/1-cat.png"
+        )),
+        "{request}"
+    );
+}

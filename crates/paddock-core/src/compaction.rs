@@ -49,8 +49,18 @@ pub fn estimate_text(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
 }
 
-/// Estimated tokens of one conversation item: its JSON form plus [`ITEM_OVERHEAD`].
+/// Estimated tokens of one media part. Vendors charge images, audio and video by their pixels or
+/// duration, not by the length of their base64, which would overstate them a thousandfold.
+pub const MEDIA_TOKENS: u64 = 1_600;
+
+/// Estimated tokens of one conversation item: its JSON form plus [`ITEM_OVERHEAD`], media
+/// counted as [`MEDIA_TOKENS`] each.
 pub fn estimate_item(item: &Item) -> u64 {
+    if let Item::User { content, media } = item
+        && !media.is_empty()
+    {
+        return estimate_text(content) + ITEM_OVERHEAD + MEDIA_TOKENS * media.len() as u64;
+    }
     let json = serde_json::to_string(item).unwrap_or_default();
     estimate_text(&json) + ITEM_OVERHEAD
 }

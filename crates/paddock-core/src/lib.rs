@@ -5,6 +5,7 @@
 //! steering → model call …), records every step before the next begins, and publishes committed
 //! events to live subscribers through the [`EventBus`]. It knows nothing of HTTP or SQL.
 
+pub mod attachments;
 mod bus;
 pub mod compaction;
 mod mcp;
@@ -23,6 +24,7 @@ pub mod workspace;
 pub mod workspace_index;
 
 pub use bus::{EventBus, EventObserver, Subscription};
+pub use mcp::ListedMcpTool;
 pub use prompt::{fixed_prompt, system_prompt};
 pub use runtime::{CancelError, Runtime, RuntimeSettings, UsageObserver};
 pub use workspace::{PathError, Workspace};

@@ -123,7 +123,7 @@ impl RunTools {
 
 /// The decrypted values of the deployment's secrets, by key (key order). Missing or
 /// undecryptable secrets are left out (logged by key and id, never by value).
-async fn secret_values(
+pub(crate) async fn secret_values(
     rt: &Runtime,
     account_id: &str,
     config: &DeploymentConfig,
@@ -181,7 +181,7 @@ async fn discover(
     customer_id: &str,
     deployment_id: &str,
     secrets: &BTreeMap<String, String>,
-) -> Result<(Arc<Session>, Vec<DiscoveredTool>), String> {
+) -> Found {
     let mut headers = Vec::with_capacity(server.headers.len());
     for (name, template) in &server.headers {
         let value = expand_template(template, |k| secrets.get(k).map(String::as_str))
@@ -233,6 +233,7 @@ pub(crate) async fn prepare(rt: &Runtime, lease: &Lease, run: &RunRecord) -> Run
         )
     }))
     .await;
+    record_discovery(rt, &run.deployment_id, config, &found).await;
     let mut out = RunTools {
         redactor: redactor.clone(),
         ..RunTools::default()
@@ -288,6 +289,118 @@ pub(crate) async fn prepare(rt: &Runtime, lease: &Lease, run: &RunRecord) -> Run
             }
         }
     }
+    out
+}
+
+/// What one server's connection and listing came to.
+type Found = Result<(Arc<Session>, Vec<DiscoveredTool>), String>;
+
+/// Stores what the servers listed as the deployment's last discovery (spec §13.2): the Tools
+/// API lists it. A server that could not be reached is left out. A failure to store is logged:
+/// the run goes on with its tools.
+async fn record_discovery(
+    rt: &Runtime,
+    deployment_id: &str,
+    config: &DeploymentConfig,
+    found: &[Found],
+) {
+    if config.mcp_servers.is_empty() {
+        return;
+    }
+    let mut servers = serde_json::Map::new();
+    for (server, result) in config.mcp_servers.iter().zip(found) {
+        if let Ok((_, tools)) = result {
+            let tools: Vec<Value> = tools
+                .iter()
+                .map(|t| {
+                    json!({"name": t.name, "description": t.description, "destructive": t.destructive})
+                })
+                .collect();
+            servers.insert(server.name.clone(), Value::Array(tools));
+        }
+    }
+    let now = paddock_protocol::time::now_unix();
+    if let Err(e) = rt
+        .store
+        .set_mcp_discovery(deployment_id, &Value::Object(servers), now)
+        .await
+    {
+        tracing::warn!(deployment_id, error = %e, "could not record the MCP discovery");
+    }
+}
+
+/// An MCP tool as the Tools API lists it (spec §13.2), from the last discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedMcpTool {
+    /// Model-facing (`<server>__<tool>`, spec §13.3).
+    pub name: String,
+    /// The server's name (the tool's `origin`).
+    pub server: String,
+    pub description: String,
+}
+
+/// Asks every MCP server of the deployment for its tools now and stores the result as the
+/// last discovery (what `GET …/tools?refresh=true` does). Sessions are closed at once.
+pub(crate) async fn refresh(
+    rt: &Runtime,
+    account_id: &str,
+    customer_id: &str,
+    deployment_id: &str,
+    config: &DeploymentConfig,
+) {
+    if config.mcp_servers.is_empty() {
+        return;
+    }
+    let secrets = secret_values(rt, account_id, config).await;
+    let found: Vec<Found> = futures::future::join_all(
+        config
+            .mcp_servers
+            .iter()
+            .map(|server| discover(rt, server, customer_id, deployment_id, &secrets)),
+    )
+    .await;
+    record_discovery(rt, deployment_id, config, &found).await;
+    for (session, _) in found.iter().flatten() {
+        session.close().await;
+    }
+}
+
+/// The MCP tools of the last discovery that the deployment's current `mcp_servers` still
+/// expose (configured server, allowed by its `tools` list), by server name, then tool name.
+pub(crate) fn listed(config: &DeploymentConfig, discovery: Option<&Value>) -> Vec<ListedMcpTool> {
+    let Some(servers) = discovery.and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let mut out: Vec<ListedMcpTool> = Vec::new();
+    for server in &config.mcp_servers {
+        let Some(tools) = servers.get(&server.name).and_then(Value::as_array) else {
+            continue;
+        };
+        for t in tools {
+            let Some(bare) = t.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            if let Some(allowed) = &server.tools
+                && !allowed.iter().any(|a| a == bare)
+            {
+                continue;
+            }
+            let name = tool_name(&server.name, bare);
+            if out.iter().any(|x| x.name == name) {
+                continue;
+            }
+            out.push(ListedMcpTool {
+                name,
+                server: server.name.clone(),
+                description: t
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.server, &a.name).cmp(&(&b.server, &b.name)));
     out
 }
 

@@ -126,6 +126,98 @@ impl Redactor {
     }
 }
 
+impl Redactor {
+    /// The leftmost occurrence in `bytes` at or after `from` (the longest value there).
+    fn next_match_bytes(&self, bytes: &[u8], from: usize) -> Option<(usize, usize, &str)> {
+        let mut best: Option<(usize, usize, &str)> = None;
+        for (value, replacement) in &self.patterns {
+            let needle = value.as_bytes();
+            let Some(i) = bytes
+                .get(from..)
+                .and_then(|hay| hay.windows(needle.len()).position(|w| w == needle))
+            else {
+                continue;
+            };
+            let start = from + i;
+            let better = match best {
+                None => true,
+                Some((s, e, _)) => start < s || (start == s && start + needle.len() > e),
+            };
+            if better {
+                best = Some((start, start + needle.len(), replacement.as_str()));
+            }
+        }
+        best
+    }
+
+    /// `bytes` (any content, text or not) with every exact occurrence of a value replaced.
+    pub fn redact_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut at = 0;
+        while let Some((start, end, replacement)) = self.next_match_bytes(bytes, at) {
+            out.extend_from_slice(&bytes[at..start]);
+            out.extend_from_slice(replacement.as_bytes());
+            at = end;
+        }
+        out.extend_from_slice(&bytes[at..]);
+        out
+    }
+
+    /// [`Self::safe_cut`] for bytes (no character boundaries to respect).
+    fn safe_cut_bytes(&self, bytes: &[u8]) -> usize {
+        let mut cut = bytes.len().saturating_sub(self.longest().saturating_sub(1));
+        let mut at = 0;
+        while let Some((start, end, _)) = self.next_match_bytes(bytes, at) {
+            if start >= cut {
+                break;
+            }
+            if end > cut {
+                cut = end;
+                break;
+            }
+            at = end;
+        }
+        cut
+    }
+}
+
+/// Redacts a stream of byte chunks (file content served by the Files API): like
+/// [`StreamRedactor`], it holds back the tail that could begin a value split across chunks.
+#[derive(Debug, Default)]
+pub struct ByteStreamRedactor {
+    redactor: Redactor,
+    held: Vec<u8>,
+}
+
+impl ByteStreamRedactor {
+    pub fn new(redactor: Redactor) -> Self {
+        Self {
+            redactor,
+            held: Vec::new(),
+        }
+    }
+
+    /// Adds a chunk; returns the redacted bytes that are safe to release (may be empty).
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.held.extend_from_slice(chunk);
+        if self.redactor.is_empty() {
+            return std::mem::take(&mut self.held);
+        }
+        let cut = self.redactor.safe_cut_bytes(&self.held);
+        let rest = self.held.split_off(cut);
+        let out = self.redactor.redact_bytes(&self.held);
+        self.held = rest;
+        out
+    }
+
+    /// Releases everything held, redacted.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let out = self.redactor.redact_bytes(&self.held);
+        self.held.clear();
+        out
+    }
+}
+
 /// Redacts a stream of text deltas: [`Self::push`] returns what may be shown now, holding back
 /// the tail that could be the start of a secret value; [`Self::finish`] releases the rest.
 #[derive(Debug, Default)]
@@ -187,6 +279,24 @@ mod tests {
             json!({"k": ["[secret:C]", 1]})
         );
         assert_eq!(Redactor::default().redact("xyz123"), "xyz123");
+    }
+
+    #[test]
+    fn bytes_are_redacted_across_chunks_whatever_their_content() {
+        let mut s = ByteStreamRedactor::new(r());
+        let mut out = Vec::new();
+        for chunk in [
+            &b"\xff\x00s3cr"[..],
+            b"et-value\x01xy",
+            b"z",
+            b"123",
+            b"\xfe",
+        ] {
+            out.extend(s.push(chunk));
+        }
+        out.extend(s.finish());
+        assert_eq!(out, b"\xff\x00[secret:A_KEY]\x01[secret:C]\xfe");
+        assert_eq!(r().redact_bytes(b"no secrets"), b"no secrets");
     }
 
     #[test]

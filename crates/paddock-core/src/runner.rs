@@ -67,7 +67,7 @@ impl Signals {
         self.abort.is_cancelled() || self.park.is_cancelled()
     }
 
-    async fn stopped(&self) {
+    pub(crate) async fn stopped(&self) {
         tokio::select! {
             () = self.abort.cancelled() => {}
             () = self.park.cancelled() => {}
@@ -150,6 +150,9 @@ async fn run_loop(
         if signals.stopping() {
             return Err(Stop::Quiet);
         }
+        // Spec §4.3: attachments of queued messages are fetched (on the host) before the step
+        // that shows them; `begin_step` holds back a message until its outcomes are recorded.
+        crate::attachments::fetch_pending(rt, lease, &run, signals).await?;
         let ctx = rt.store.begin_step(lease, now_unix()).await?;
         let run = ctx.run;
         if run.step > rt.settings.max_steps {
@@ -158,12 +161,7 @@ async fn run_loop(
                 format!("The run reached {} model calls.", rt.settings.max_steps),
             ));
         }
-        let items: Vec<Item> = ctx
-            .items
-            .into_iter()
-            .map(serde_json::from_value)
-            .collect::<Result<_, _>>()
-            .map_err(|e| Stop::Fail("server_error", format!("stored conversation: {e}")))?;
+        let items: Vec<Item> = crate::attachments::to_items(rt, &run, ctx.items)?;
         let (provider, model_name) = rt
             .models
             .resolve(&run.config.model)

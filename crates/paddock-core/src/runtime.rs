@@ -64,7 +64,7 @@ pub struct RuntimeSettings {
     /// MCP servers (spec §14.2): connecting and listing tools at a run start, and one call.
     pub mcp_connect_timeout: Duration,
     pub mcp_call_timeout: Duration,
-    /// Which addresses MCP connections may reach (spec §1.13).
+    /// Which addresses MCP connections and attachment fetches may reach (spec §1.13).
     pub outbound: paddock_net::AddressPolicy,
     /// Opens the deployment's secrets for MCP headers and redaction; `None`: no secret can be
     /// read (runs of deployments with secrets get no MCP headers that use them).
@@ -75,6 +75,8 @@ pub struct RuntimeSettings {
     pub sandbox_max_processes: u32,
     /// The large-output rule of spec §13.1.
     pub large_output: crate::tools::LargeOutputSettings,
+    /// Limits of one attachment fetch (spec §4.3).
+    pub attachments: crate::attachments::AttachmentSettings,
 }
 
 impl Default for RuntimeSettings {
@@ -100,6 +102,7 @@ impl Default for RuntimeSettings {
             shell: crate::tools::ShellSettings::default(),
             sandbox_max_processes: paddock_sandbox::DEFAULT_MAX_PROCESSES,
             large_output: crate::tools::LargeOutputSettings::default(),
+            attachments: crate::attachments::AttachmentSettings::default(),
         }
     }
 }
@@ -216,6 +219,41 @@ impl Runtime {
 
     pub fn settings(&self) -> &RuntimeSettings {
         &self.settings
+    }
+
+    /// The redactor of a deployment's referenced secrets (spec §15.3), decrypted on the host:
+    /// what the Files API applies to the file content it serves. Empty without secrets.
+    pub async fn redactor(
+        &self,
+        account_id: &str,
+        config: &DeploymentConfig,
+    ) -> crate::redaction::Redactor {
+        if config.secrets.is_empty() {
+            return crate::redaction::Redactor::default();
+        }
+        let values = crate::mcp::secret_values(self, account_id, config).await;
+        crate::redaction::Redactor::new(values.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// The MCP tools of the deployment's last discovery (spec §13.2), after asking the servers
+    /// again when `refresh` is set. Built-ins are not included; an unreachable server adds none.
+    pub async fn mcp_tools(
+        &self,
+        deployment: &paddock_store::DeploymentRecord,
+        refresh: bool,
+    ) -> Result<Vec<crate::mcp::ListedMcpTool>, StoreError> {
+        if refresh {
+            crate::mcp::refresh(
+                self,
+                &deployment.account_id,
+                &deployment.customer_id,
+                &deployment.id,
+                &deployment.config,
+            )
+            .await;
+        }
+        let discovery = self.store.mcp_discovery(&deployment.id).await?;
+        Ok(crate::mcp::listed(&deployment.config, discovery.as_ref()))
     }
 
     /// The workspace of a deployment.

@@ -129,6 +129,13 @@ pub struct ModelOverrides {
     pub input_price: Option<f64>,
     /// Credits per million output tokens.
     pub output_price: Option<f64>,
+    /// Whether the model takes image input (e.g. a vision model behind an OpenAI-compatible
+    /// endpoint the table does not know).
+    pub vision: Option<bool>,
+    /// Whether the model takes audio input.
+    pub audio: Option<bool>,
+    /// Whether the model takes video input.
+    pub video: Option<bool>,
 }
 
 impl ModelOverrides {
@@ -141,6 +148,15 @@ impl ModelOverrides {
         }
         if let Some(price) = self.output_price {
             info.output_price = Some(price);
+        }
+        if let Some(v) = self.vision {
+            info.vision = v;
+        }
+        if let Some(v) = self.audio {
+            info.audio = v;
+        }
+        if let Some(v) = self.video {
+            info.video = v;
         }
     }
 }

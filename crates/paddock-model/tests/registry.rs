@@ -200,6 +200,8 @@ fn model_facts_come_from_the_table_with_overrides() {
         "llama3.2".to_owned(),
         ModelOverrides {
             context_window: Some(131_072),
+            vision: Some(true),
+            audio: Some(true),
             ..ModelOverrides::default()
         },
     );
@@ -217,6 +219,10 @@ fn model_facts_come_from_the_table_with_overrides() {
     let llama = registry.model_info("ollama/llama3.2");
     assert_eq!(llama.context_window, Some(131_072));
     assert_eq!(llama.input_price, None, "unpriced models are free");
+    assert!(
+        llama.vision && llama.audio && !llama.video,
+        "media facts overridden"
+    );
 
     let gemini = registry.model_info("google/gemini-2.5-flash");
     assert!(gemini.video && gemini.audio);

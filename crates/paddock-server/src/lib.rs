@@ -214,6 +214,10 @@ impl Server {
                     threshold_bytes: settings.large_output_bytes,
                     preview_bytes: settings.large_output_preview_bytes,
                 },
+                attachments: paddock_core::attachments::AttachmentSettings {
+                    max_bytes: settings.attachment_max_bytes,
+                    timeout: settings.attachment_timeout,
+                },
             },
             backend.clone(),
         );

@@ -93,6 +93,10 @@ pub struct ServerSettings {
     /// Which addresses outbound requests for clients (attachments, `url` skills, MCP servers)
     /// may reach beyond the public internet (spec §1.13). Default: none.
     pub outbound: paddock_net::AddressPolicy,
+    /// Largest attachment a run fetches, in bytes (spec §4.3; default 50 MiB).
+    pub attachment_max_bytes: u64,
+    /// How long fetching one attachment may take in all (spec §4.3; default 60 s).
+    pub attachment_timeout: Duration,
     /// How long connecting to an MCP server and listing its tools may take at a run start
     /// (spec §14.2; default 10 s).
     pub mcp_connect_timeout: Duration,
@@ -192,6 +196,8 @@ impl ServerSettings {
             steering_timeout: None,
             memory_context_tokens: paddock_core::memory::DEFAULT_CONTEXT_TOKENS,
             outbound: paddock_net::AddressPolicy::default(),
+            attachment_max_bytes: 50 * 1024 * 1024,
+            attachment_timeout: Duration::from_secs(60),
             mcp_connect_timeout: Duration::from_secs(10),
             mcp_call_timeout: Duration::from_secs(120),
             master_key: None,

@@ -78,6 +78,7 @@ async fn a_long_thread_is_compacted_into_a_summary_without_changing_its_history(
                     context_window: Some(WINDOW as u32),
                     input_price: None,
                     output_price: None,
+                    ..ModelOverrides::default()
                 },
             );
     })

@@ -37,6 +37,7 @@ fn price_the_fake_model(settings: &mut ServerSettings) {
                 context_window: None,
                 input_price: Some(1.0),
                 output_price: Some(1.0),
+                ..ModelOverrides::default()
             },
         );
 }

@@ -286,3 +286,164 @@ async fn a_loopback_server_is_refused_unless_the_operator_allows_it() {
         "no request may reach a refused address"
     );
 }
+
+/// `GET …/tools` response `data`, asserting 200.
+async fn list_tools(t: &TestServer, dep: &str, query: &str) -> Vec<Value> {
+    let r = t
+        .http()
+        .get(t.url(&format!("/v1/deployments/{dep}/tools{query}")))
+        .bearer_auth(&t.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["data"].as_array().unwrap().clone()
+}
+
+async fn patch_tool(t: &TestServer, dep: &str, name: &str, enabled: bool) -> (u16, Value) {
+    let r = t
+        .http()
+        .patch(t.url(&format!("/v1/deployments/{dep}/tools/{name}")))
+        .bearer_auth(&t.admin_key)
+        .json(&json!({"enabled": enabled}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// The `(name, origin)` of the MCP tools of a listing, in order, after checking that the
+/// built-ins come first.
+fn mcp_entries(list: &[Value]) -> Vec<(String, String)> {
+    let first_mcp = list
+        .iter()
+        .position(|t| t["origin"] != "builtin")
+        .unwrap_or(list.len());
+    assert!(
+        list[first_mcp..].iter().all(|t| t["origin"] != "builtin"),
+        "built-ins first: {list:#?}"
+    );
+    list[first_mcp..]
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_owned(),
+                t["origin"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Spec §13.2: MCP tools are listed once discovered, at a run start or with `refresh=true`
+/// (which asks the servers now), built-ins first, then by server and name; an unreachable server
+/// adds none; the last discovery is stored, so it survives a restart; `PATCH` takes
+/// `<server>__<tool>` of a configured server even before discovery.
+#[tokio::test]
+async fn the_tools_api_lists_discovered_mcp_tools_and_keeps_the_last_discovery() {
+    let mcp = FakeMcp::start().await;
+    let gone = FakeMcp::start().await;
+    let gone_url = gone.url();
+    gone.stop();
+    let mut t = TestServer::start_with(allow_loopback).await;
+    let d = t
+        .ready_deployment(json!({"mcp_servers": [
+            {"name": "media", "url": mcp.url(), "tools": ["fail", "echo", "create_video"]},
+            {"name": "gone", "url": gone_url},
+        ]}))
+        .await;
+    let dep = d.deployment_id.clone();
+
+    // Nothing discovered yet, and listing does not contact the servers.
+    let before = list_tools(&t, &dep, "").await;
+    assert!(mcp_entries(&before).is_empty(), "{before:#?}");
+    assert!(mcp.requests().is_empty());
+    // Named before discovery: accepted for a configured server, 404 otherwise.
+    let (status, body) = patch_tool(&t, &dep, "gone__later", false).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["origin"], "gone");
+    let (status, body) = patch_tool(&t, &dep, "other__echo", false).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+
+    // A run start discovers them.
+    t.fake.push(Script::new().text("Hello."));
+    let (_, events) = run_to_end(&t, &dep, "Hi.").await;
+    assert_eq!(events.last().unwrap().data["status"], "completed");
+    let listed = list_tools(&t, &dep, "").await;
+    let want = vec![
+        ("media__create_video".to_owned(), "media".to_owned()),
+        ("media__echo".to_owned(), "media".to_owned()),
+        ("media__fail".to_owned(), "media".to_owned()),
+    ];
+    assert_eq!(
+        mcp_entries(&listed),
+        want,
+        "`slow` is not in `tools`; `gone` adds none"
+    );
+    let echo = listed.iter().find(|t| t["name"] == "media__echo").unwrap();
+    assert_eq!(echo["available"], true);
+    assert_eq!(echo["enabled"], true);
+    assert_eq!(
+        echo["description"],
+        "Echo the request headers, _meta and arguments."
+    );
+
+    // A setting shows in the listing.
+    let (status, body) = patch_tool(&t, &dep, "media__echo", false).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["description"], echo["description"]);
+    let listed = list_tools(&t, &dep, "").await;
+    let echo = listed.iter().find(|t| t["name"] == "media__echo").unwrap();
+    assert_eq!(echo["enabled"], false);
+
+    // Kept across a restart, without asking the servers again.
+    let asked = mcp.requests().len();
+    t.server.take().unwrap().shutdown().await.unwrap();
+    let mut settings = common::settings_for(t.dir.path(), &t.fake);
+    allow_loopback(&mut settings);
+    let server = paddock_server::Server::start(settings).await.unwrap();
+    t.base_url = format!("http://{}", server.local_addr());
+    t.server = Some(server);
+    let listed = list_tools(&t, &dep, "").await;
+    assert_eq!(mcp_entries(&listed), want);
+    assert_eq!(
+        mcp.requests().len(),
+        asked,
+        "listing does not contact the server"
+    );
+
+    // `refresh=true` asks now: with the server down, the listing has none of its tools.
+    let _ = list_tools(&t, &dep, "?refresh=false").await;
+    mcp.stop();
+    let listed = list_tools(&t, &dep, "?refresh=true").await;
+    assert!(mcp_entries(&listed).is_empty(), "{listed:#?}");
+}
+
+/// `refresh=true` contacts the servers before any run.
+#[tokio::test]
+async fn refresh_discovers_before_any_run() {
+    let mcp = FakeMcp::start().await;
+    let t = TestServer::start_with(allow_loopback).await;
+    let d = t
+        .ready_deployment(json!({"mcp_servers": [{"name": "media", "url": mcp.url()}]}))
+        .await;
+    let listed = list_tools(&t, &d.deployment_id, "?refresh=true").await;
+    let names: Vec<String> = mcp_entries(&listed).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "media__create_video",
+            "media__echo",
+            "media__fail",
+            "media__slow"
+        ]
+    );
+    assert!(
+        mcp.requests()
+            .iter()
+            .any(|r| r.rpc_method() == Some("tools/list"))
+    );
+}

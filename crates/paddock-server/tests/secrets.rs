@@ -424,3 +424,72 @@ async fn a_secret_reaches_the_mcp_server_and_is_redacted_everywhere_else() {
     let found = files_containing(t.dir.path(), VALUE.as_bytes());
     assert!(found.is_empty(), "the raw value is stored in {found:?}");
 }
+
+/// Spec §15.3: file content served by `GET …/files/content` has every exact occurrence of a
+/// referenced secret's value replaced by `[secret:NAME]` (the lexically first key of a value
+/// referenced twice), also where a value straddles the 64 KiB read chunks and in binary
+/// content; a deployment without secrets gets its bytes unchanged.
+#[tokio::test]
+async fn file_content_served_by_the_files_api_is_redacted() {
+    let t = TestServer::start().await;
+    let admin = t.admin_key.clone();
+    let id = create_secret(&t, &admin, json!({"value": VALUE, "name": "one"}))
+        .await
+        .1["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = "pw-other-0042";
+    let id2 = create_secret(&t, &admin, json!({"value": other, "name": "two"}))
+        .await
+        .1["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = t
+        .ready_deployment(json!({"secrets": {"Z_TOKEN": id, "A_TOKEN": id, "PASSWORD": id2}}))
+        .await;
+    let plain = t.ready_deployment(json!({})).await;
+
+    // A value right across the first 64 KiB boundary, one in binary bytes, one at the end.
+    let mut content = vec![b'.'; 64 * 1024 - 7];
+    content.extend_from_slice(VALUE.as_bytes());
+    content.extend_from_slice(b"\x00\xff binary ");
+    content.extend_from_slice(other.as_bytes());
+    content.extend_from_slice(b"\xfe\n");
+    content.extend_from_slice(VALUE.as_bytes());
+    let mut expected = vec![b'.'; 64 * 1024 - 7];
+    expected.extend_from_slice(b"[secret:A_TOKEN]\x00\xff binary [secret:PASSWORD]\xfe\n");
+    expected.extend_from_slice(b"[secret:A_TOKEN]");
+
+    for (dep, want) in [
+        (d.deployment_id.as_str(), &expected),
+        (plain.deployment_id.as_str(), &content),
+    ] {
+        let put = t
+            .http()
+            .put(t.url(&format!("/v1/deployments/{dep}/files?path=notes/dump.bin")))
+            .bearer_auth(&admin)
+            .body(content.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+        let got = t
+            .http()
+            .get(t.url(&format!(
+                "/v1/deployments/{dep}/files/content?path=notes/dump.bin"
+            )))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        let body = got.bytes().await.unwrap();
+        assert!(
+            body.as_ref() == want.as_slice(),
+            "{dep}: {} bytes",
+            body.len()
+        );
+    }
+}

@@ -201,6 +201,41 @@ pub struct ModelResponse {
     pub now: i64,
 }
 
+/// What fetching one attachment of a user message came to (spec §4.3), recorded on the message
+/// so a resumed run never fetches it again once known.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AttachmentOutcome {
+    /// A fetch began (`attempts` times so far) and has no outcome yet: the process stopped
+    /// during it.
+    Fetching { attempts: u32 },
+    /// Saved in the workspace at `path` (workspace-relative). `media_type` is what the bytes
+    /// were recognised as (by their magic numbers), `None` when they matched no known format.
+    Saved {
+        path: String,
+        media_type: Option<String>,
+        bytes: u64,
+    },
+    /// Not fetched; `reason` says why, for the model.
+    Failed { reason: String },
+}
+
+impl AttachmentOutcome {
+    /// Whether this is a final outcome (not a fetch in progress).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, AttachmentOutcome::Fetching { .. })
+    }
+}
+
+/// A queued user message of a run whose attachments are not all fetched yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAttachments {
+    pub message_id: String,
+    pub attachments: Vec<Attachment>,
+    /// Outcomes so far, in the order of `attachments` (possibly fewer).
+    pub outcomes: Vec<AttachmentOutcome>,
+}
+
 /// What the next model call of a run sees.
 #[derive(Debug, Clone)]
 pub struct StepContext {

@@ -4,11 +4,11 @@ use paddock_protocol::{ErrorInfo, RunUsage, StoredEvent};
 use serde_json::Value;
 
 use crate::{
-    AccountRecord, AnswerOutcome, ClaimedRun, CompactionOutcome, CompactionRecord,
-    DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord, Lease, MessageRecord,
-    ModelResponse, NewCompaction, NewEvent, OverdueRequest, PageRequest, PauseRun, RunFilter,
-    RunRecord, SecretRecord, SendMessage, SendOutcome, SteeringAnswer, StepContext, StoreError,
-    ThreadRecord, ToolCallRecord,
+    AccountRecord, AnswerOutcome, AttachmentOutcome, ClaimedRun, CompactionOutcome,
+    CompactionRecord, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord, Lease,
+    MessageRecord, ModelResponse, NewCompaction, NewEvent, OverdueRequest, PageRequest, PauseRun,
+    PendingAttachments, RunFilter, RunRecord, SecretRecord, SendMessage, SendOutcome,
+    SteeringAnswer, StepContext, StoreError, ThreadRecord, ToolCallRecord,
 };
 use crate::{MemoryFilter, MemoryRecord, SkillRecord};
 
@@ -137,8 +137,25 @@ pub trait Store: Send + Sync + 'static {
         filter: &RunFilter,
         page: &PageRequest,
     ) -> Result<Paged<RunRecord>, StoreError>;
+    /// The run's queued user messages (oldest first) whose attachments do not all have a final
+    /// outcome yet (spec §4.3).
+    async fn pending_attachments(
+        &self,
+        lease: &Lease,
+    ) -> Result<Vec<PendingAttachments>, StoreError>;
+    /// Replaces the attachment outcomes of a queued message of the leased run. `NotFound` if the
+    /// message is not a queued message of that run.
+    async fn set_attachment_outcomes(
+        &self,
+        lease: &Lease,
+        message_id: &str,
+        outcomes: &[AttachmentOutcome],
+    ) -> Result<(), StoreError>;
     /// Begins a model call: moves the run's queued input into the conversation, counts the
-    /// step, and returns what the model should see. `RunFinished` if the run is not `running`;
+    /// step, and returns what the model should see. Queued messages move in arrival order and
+    /// stop at the first whose attachments lack a final outcome (it waits for the next step);
+    /// a moved message's user item carries `attachments`: each attachment's `type` and `url`
+    /// with its outcome's fields. `RunFinished` if the run is not `running`;
     /// `InsufficientCredits` (changing nothing) if its account's balance is ≤ 0 (spec §16.1).
     /// A step whose model response was never recorded (a restart during the call) keeps its
     /// number, so the redone call has the same `step` (spec §5.4).
@@ -379,6 +396,18 @@ pub trait Store: Send + Sync + 'static {
         enabled: bool,
         now: i64,
     ) -> Result<(), StoreError>;
+
+    /// Replaces the deployment's last MCP discovery (spec §13.2): a JSON object, server name →
+    /// the tools it listed. Kept until the next discovery or the deployment's deletion.
+    async fn set_mcp_discovery(
+        &self,
+        deployment_id: &str,
+        servers: &Value,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The deployment's last MCP discovery, if there has been one.
+    async fn mcp_discovery(&self, deployment_id: &str) -> Result<Option<Value>, StoreError>;
 
     // ---- skills (spec §12) ----
 

@@ -476,3 +476,102 @@ async fn an_overdue_request_ends_its_run_with_steering_timeout() {
         "once"
     );
 }
+
+/// Spec §4.3: a queued message reaches the conversation only once every attachment has a final
+/// outcome (so a resumed run knows what is fetched), and its user item carries the outcomes.
+#[tokio::test]
+async fn attachments_hold_their_message_until_their_outcomes_are_recorded() {
+    use paddock_protocol::Attachment;
+    use paddock_store::AttachmentOutcome;
+
+    let (_dir, store) = store().await;
+    let out = store
+        .send_message(SendMessage {
+            deployment_id: DEP.into(),
+            target: ThreadTarget::New,
+            message_id: "msg_att".into(),
+            content: "look".into(),
+            attachments: vec![
+                Attachment {
+                    kind: "image".into(),
+                    url: "https://cdn.example.com/a.png".into(),
+                },
+                Attachment {
+                    kind: "video".into(),
+                    url: "https://cdn.example.com/b.mp4".into(),
+                },
+            ],
+            new_run_id: "run_att".into(),
+            new_thread_id: "thr_att".into(),
+            answer: Decision::Respond,
+            max_active_runs: 1000,
+            now: 1,
+        })
+        .await
+        .unwrap();
+    let run_id = out.run.id;
+    store
+        .claim_runnable_runs("node_a", 1, 10, 40)
+        .await
+        .unwrap();
+    let l = lease(&run_id, "node_a");
+
+    let pending = store.pending_attachments(&l).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].message_id, "msg_att");
+    assert!(pending[0].outcomes.is_empty());
+
+    // One outcome, one fetch in progress: still held back.
+    let partial = vec![
+        AttachmentOutcome::Saved {
+            path: ".paddock/attachments/msg_att/1-a.png".into(),
+            media_type: Some("image/png".into()),
+            bytes: 8,
+        },
+        AttachmentOutcome::Fetching { attempts: 1 },
+    ];
+    store
+        .set_attachment_outcomes(&l, "msg_att", &partial)
+        .await
+        .unwrap();
+    let step = store.begin_step(&l, 11).await.unwrap();
+    assert!(step.items.is_empty(), "{:?}", step.items);
+    assert_eq!(
+        store.pending_attachments(&l).await.unwrap()[0].outcomes,
+        partial,
+        "a resumed run sees where it was"
+    );
+
+    let done = vec![
+        partial[0].clone(),
+        AttachmentOutcome::Failed {
+            reason: "refused x".into(),
+        },
+    ];
+    store
+        .set_attachment_outcomes(&l, "msg_att", &done)
+        .await
+        .unwrap();
+    assert!(store.pending_attachments(&l).await.unwrap().is_empty());
+    let step = store.begin_step(&l, 12).await.unwrap();
+    assert_eq!(
+        step.items,
+        [json!({"type": "user", "content": "look", "attachments": [
+            {"type": "image", "url": "https://cdn.example.com/a.png", "state": "saved",
+             "path": ".paddock/attachments/msg_att/1-a.png", "media_type": "image/png", "bytes": 8},
+            {"type": "video", "url": "https://cdn.example.com/b.mp4", "state": "failed",
+             "reason": "refused x"},
+        ]})]
+    );
+    // Consumed: no longer settable, and another node's lease is refused.
+    assert!(matches!(
+        store.set_attachment_outcomes(&l, "msg_att", &done).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .set_attachment_outcomes(&lease(&run_id, "node_b"), "msg_att", &done)
+            .await,
+        Err(StoreError::LeaseLost)
+    ));
+}

@@ -243,19 +243,36 @@ pub(crate) async fn read(
         FsError::NotDirectory => path_error(FsError::NotFound),
         other => path_error(other),
     })?;
+    // Spec §15.3: the values of the deployment's secrets never leave in file content.
+    let redactor = state.runtime.redactor(&d.account_id, &d.config).await;
     // Streamed from the descriptor that was opened beneath the root, at most the size it had
-    // then, in 64 KiB chunks: a large file never sits in memory whole.
+    // then, in 64 KiB chunks: a large file never sits in memory whole. With secrets, each chunk
+    // goes through a redactor that holds back the tail that could begin a split value (the
+    // length then changes, so there is no Content-Length).
     let size = info.size;
+    let redacting = !redactor.is_empty();
     let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), size);
-    let chunks = futures::stream::unfold(reader, |mut reader| async move {
+    let state = (
+        Some(reader),
+        paddock_core::redaction::ByteStreamRedactor::new(redactor),
+    );
+    let chunks = futures::stream::unfold(state, |(reader, mut redact)| async move {
+        let mut reader = reader?;
         let mut buf = vec![0u8; 64 * 1024];
         match tokio::io::AsyncReadExt::read(&mut reader, &mut buf).await {
-            Ok(0) => None,
+            Ok(0) => {
+                let rest = redact.finish();
+                Some((Ok(bytes::Bytes::from(rest)), (None, redact)))
+            }
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), reader))
+                let out = redact.push(&buf);
+                Some((
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(out)),
+                    (Some(reader), redact),
+                ))
             }
-            Err(e) => Some((Err(e), reader)),
+            Err(e) => Some((Err(e), (None, redact))),
         }
     });
     let mut response = Body::from_stream(chunks).into_response();
@@ -263,9 +280,11 @@ pub(crate) async fn read(
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type(&relative)),
     );
-    response
-        .headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if !redacting {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
     Ok(response)
 }
 

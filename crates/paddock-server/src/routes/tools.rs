@@ -1,6 +1,7 @@
 //! The Tools API (spec §13.2): which tools a deployment's runs get, and switching them on and
 //! off by name. Settings are stored per deployment by model-facing name; a run copies the
-//! disabled set when it starts, so a change never reaches a run already going.
+//! disabled set when it starts, so a change never reaches a run already going. MCP tools are
+//! listed from the deployment's last discovery (each run start, or `refresh=true`).
 
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -63,7 +64,7 @@ fn info(tool: &dyn Tool, config: &DeploymentConfig, enabled: bool) -> ToolInfo {
     operation_id = "list_tools",
     tag = "tools",
     summary = "List tools",
-    description = "Scope `deployments:read`. Built-in tools first, then MCP tools by server and name; not paginated (spec §13.2).",
+    description = "Scope `deployments:read`. Built-in tools first, then MCP tools by server and name, from the last discovery (a run start, or `refresh=true`); a server that could not be reached adds none; not paginated (spec §13.2).",
     params(
         ("dep" = String, Path, description = "The deployment id (`dep_…`)."),
         ("refresh" = Option<bool>, Query, description = "`true`: ask the MCP servers now instead of using the last discovery. Default `false`."),
@@ -84,11 +85,9 @@ pub(crate) async fn list(
     query: QueryMap,
 ) -> ApiResult<Json<ToolList>> {
     let d = deployment_of(&state, &caller, ids.get("dep")).await?;
-    // No MCP tools are discovered in this version, so there is nothing to refresh; the
-    // parameter is still checked.
-    let _refresh = query.bool("refresh", false)?;
+    let refresh = query.bool("refresh", false)?;
     let settings = state.store.tool_settings(&d.id).await?;
-    let data = state
+    let mut data: Vec<ToolInfo> = state
         .runtime
         .builtin_tools()
         .map(|t| {
@@ -96,6 +95,16 @@ pub(crate) async fn list(
             info(t, &d.config, enabled)
         })
         .collect();
+    // Spec §13.2: MCP tools once discovered (the last run start, or now with `refresh`), by
+    // server and name; a server that could not be reached adds none.
+    let mcp = state.runtime.mcp_tools(&d, refresh).await?;
+    data.extend(mcp.into_iter().map(|t| ToolInfo {
+        enabled: settings.get(&t.name).copied().unwrap_or(true),
+        name: t.name,
+        origin: t.server,
+        available: true,
+        description: t.description,
+    }));
     Ok(Json(ToolList { data }))
 }
 
@@ -130,13 +139,25 @@ pub(crate) async fn patch(
 ) -> ApiResult<Json<ToolInfo>> {
     let d = deployment_of(&state, &caller, ids.get("dep")).await?;
     let name = ids.get("name");
-    let Some(tool) = state.runtime.builtin_tools().find(|t| t.name() == name) else {
+    let builtin = state.runtime.builtin_tools().find(|t| t.name() == name);
+    // Spec §13.2: `<server>__<tool>` of a configured server is accepted even before discovery.
+    let server = d
+        .config
+        .mcp_servers
+        .iter()
+        .find(|s| {
+            name.strip_prefix(s.name.as_str())
+                .and_then(|rest| rest.strip_prefix("__"))
+                .is_some_and(|tool| !tool.is_empty())
+        })
+        .map(|s| s.name.clone());
+    if builtin.is_none() && server.is_none() {
         return Err(ApiError::not_found(format!(
             "No tool {} on deployment {}.",
             name.chars().take(128).collect::<String>(),
             d.id
         )));
-    };
+    }
     let body = body.object()?;
     let enabled = match body.get("enabled") {
         Some(Value::Bool(b)) => *b,
@@ -157,7 +178,10 @@ pub(crate) async fn patch(
             format!("Unknown field `{extra}`."),
         ));
     }
-    if enabled && !tool.available(&d.config) {
+    if let Some(tool) = builtin
+        && enabled
+        && !tool.available(&d.config)
+    {
         return Err(ApiError::conflict(format!(
             "Tool `{name}` is not available for deployment {} (for `shell`: the sandbox is disabled), so it cannot be enabled.",
             d.id
@@ -167,5 +191,23 @@ pub(crate) async fn patch(
         .store
         .set_tool_enabled(&d.id, name, enabled, now_unix())
         .await?;
-    Ok(Json(info(tool, &d.config, enabled)))
+    if let Some(tool) = builtin {
+        return Ok(Json(info(tool, &d.config, enabled)));
+    }
+    // An MCP tool: described from the last discovery when it was listed there.
+    let description = state
+        .runtime
+        .mcp_tools(&d, false)
+        .await?
+        .into_iter()
+        .find(|t| t.name == name)
+        .map(|t| t.description)
+        .unwrap_or_default();
+    Ok(Json(ToolInfo {
+        name: name.to_owned(),
+        origin: server.unwrap_or_default(),
+        enabled,
+        available: true,
+        description,
+    }))
 }

@@ -6,11 +6,12 @@ use sqlx::{Row, SqliteConnection};
 use super::{SqliteStore, map, memories, paging, skills};
 use crate::store::{BalanceChange, FailOutcome, IdempotencyFingerprint, Paged, ToolCallOutcome};
 use crate::{
-    AccountRecord, AnswerOutcome, ClaimedRun, CompactionOutcome, CompactionRecord, Decision,
-    DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord, Lease, MessageRecord,
-    ModelResponse, NewCompaction, NewEvent, OverdueRequest, PageRequest, PauseRun, RunFilter,
-    RunRecord, SecretRecord, SendMessage, SendOutcome, SteeringAnswer, SteeringRecord, StepContext,
-    Store, StoreError, ThreadRecord, ThreadTarget, ToolCallRecord,
+    AccountRecord, AnswerOutcome, AttachmentOutcome, ClaimedRun, CompactionOutcome,
+    CompactionRecord, Decision, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord,
+    Lease, MessageRecord, ModelResponse, NewCompaction, NewEvent, OverdueRequest, PageRequest,
+    PauseRun, PendingAttachments, RunFilter, RunRecord, SecretRecord, SendMessage, SendOutcome,
+    SteeringAnswer, SteeringRecord, StepContext, Store, StoreError, ThreadRecord, ThreadTarget,
+    ToolCallRecord,
 };
 use crate::{MemoryFilter, MemoryRecord, SkillRecord};
 
@@ -377,6 +378,30 @@ async fn insert_user_message_tx(
             "role": "user", "content": content, "attachments": attachments,
         }),
     })
+}
+
+/// A message row's attachments and their outcomes so far.
+fn attachments_of(
+    row: &sqlx::sqlite::SqliteRow,
+) -> Result<(Vec<paddock_protocol::Attachment>, Vec<AttachmentOutcome>), StoreError> {
+    let attachments: String = row.try_get("attachments")?;
+    let outcomes: String = row.try_get("attachment_outcomes")?;
+    Ok((
+        serde_json::from_str(&attachments)?,
+        serde_json::from_str(&outcomes)?,
+    ))
+}
+
+/// Whether every attachment has a final outcome.
+fn attachments_resolved(
+    attachments: &[paddock_protocol::Attachment],
+    outcomes: &[AttachmentOutcome],
+) -> bool {
+    outcomes.len() >= attachments.len()
+        && outcomes
+            .iter()
+            .take(attachments.len())
+            .all(AttachmentOutcome::is_final)
 }
 
 async fn touch_thread_tx(
@@ -1226,6 +1251,56 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn pending_attachments(
+        &self,
+        lease: &Lease,
+    ) -> Result<Vec<PendingAttachments>, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT id, attachments, attachment_outcomes FROM messages \
+             WHERE run_id = ? AND consumed = 0 AND attachments != '[]' ORDER BY seq",
+        )
+        .bind(&lease.run_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let (attachments, outcomes) = attachments_of(row)?;
+            if !attachments_resolved(&attachments, &outcomes) {
+                out.push(PendingAttachments {
+                    message_id: row.try_get("id")?,
+                    attachments,
+                    outcomes,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_attachment_outcomes(
+        &self,
+        lease: &Lease,
+        message_id: &str,
+        outcomes: &[AttachmentOutcome],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        leased_run_tx(&mut tx, lease).await?;
+        let done = sqlx::query(
+            "UPDATE messages SET attachment_outcomes = ? \
+             WHERE id = ? AND run_id = ? AND consumed = 0",
+        )
+        .bind(to_json(&outcomes)?)
+        .bind(message_id)
+        .bind(&lease.run_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("message"));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn begin_step(&self, lease: &Lease, now: i64) -> Result<StepContext, StoreError> {
         let run_id = lease.run_id.as_str();
         let mut tx = self.writer.begin().await?;
@@ -1237,7 +1312,8 @@ impl Store for SqliteStore {
             return Err(StoreError::InsufficientCredits);
         }
         let pending = sqlx::query(
-            "SELECT id, content FROM messages WHERE run_id = ? AND consumed = 0 ORDER BY seq",
+            "SELECT id, content, attachments, attachment_outcomes FROM messages \
+             WHERE run_id = ? AND consumed = 0 ORDER BY seq",
         )
         .bind(run_id)
         .fetch_all(&mut *tx)
@@ -1245,13 +1321,29 @@ impl Store for SqliteStore {
         for p in &pending {
             let id: String = p.try_get("id")?;
             let content: String = p.try_get("content")?;
-            insert_item_tx(
-                &mut tx,
-                &run,
-                &json!({"type": "user", "content": content}),
-                now,
-            )
-            .await?;
+            let (attachments, outcomes) = attachments_of(p)?;
+            // Spec §4.3: a message reaches the model with its attachments fetched; it and
+            // everything queued after it wait for the next step otherwise (arrival order).
+            if !attachments_resolved(&attachments, &outcomes) {
+                break;
+            }
+            let mut item = json!({"type": "user", "content": content});
+            if !attachments.is_empty() {
+                let entries = attachments
+                    .iter()
+                    .zip(&outcomes)
+                    .map(|(a, o)| {
+                        let mut entry = serde_json::to_value(o)?;
+                        if let Some(obj) = entry.as_object_mut() {
+                            obj.insert("type".to_owned(), json!(a.kind));
+                            obj.insert("url".to_owned(), json!(a.url));
+                        }
+                        Ok(entry)
+                    })
+                    .collect::<Result<Vec<Value>, serde_json::Error>>()?;
+                item["attachments"] = Value::Array(entries);
+            }
+            insert_item_tx(&mut tx, &run, &item, now).await?;
             sqlx::query("UPDATE messages SET consumed = 1 WHERE id = ?")
                 .bind(&id)
                 .execute(&mut *tx)
@@ -2181,6 +2273,34 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    async fn set_mcp_discovery(
+        &self,
+        deployment_id: &str,
+        servers: &Value,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mcp_discoveries (deployment_id, servers, discovered_at) VALUES (?, ?, ?) \
+             ON CONFLICT (deployment_id) \
+             DO UPDATE SET servers = excluded.servers, discovered_at = excluded.discovered_at",
+        )
+        .bind(deployment_id)
+        .bind(to_json(servers)?)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn mcp_discovery(&self, deployment_id: &str) -> Result<Option<Value>, StoreError> {
+        let row: Option<String> =
+            sqlx::query_scalar("SELECT servers FROM mcp_discoveries WHERE deployment_id = ?")
+                .bind(deployment_id)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.map(|s| serde_json::from_str(&s)).transpose()?)
     }
 
     async fn create_skill(&self, skill: &SkillRecord, max: u32) -> Result<(), StoreError> {
