@@ -7,6 +7,7 @@
 
 mod bus;
 pub mod compaction;
+pub mod dreaming;
 mod mcp;
 pub mod memory;
 mod prompt;
