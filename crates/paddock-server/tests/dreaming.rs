@@ -340,23 +340,59 @@ fn clock_now(clock: &TestClock) -> i64 {
     paddock_core::scheduler::Clock::now(clock)
 }
 
+/// Two claims of one pass straight on the store, as two nodes would make them (no shared
+/// in-process lock), and four ticks of this node at once: each pass starts once.
 #[tokio::test]
-async fn racing_ticks_start_exactly_one_pass() {
+async fn racing_ticks_and_nodes_start_exactly_one_pass() {
     let clock = TestClock::at(now_unix());
     // No ticking of its own: only the ticks below look.
     let t = server(&clock, Duration::from_secs(3600)).await;
-    let dep = deployment_with_duplicates(&t, json!({"dreaming": true})).await;
-    t.fake.push(Script::new().text("Nothing to change."));
-    let mut stream = open_events(&t.admin, &dep).await;
+    let a = deployment_with_duplicates(&t, json!({"dreaming": true})).await;
+    let b = deployment_with_duplicates(&t, json!({"dreaming": true})).await;
+    t.fake.set_default(Script::new().text("Nothing to change."));
     clock.advance(IDLE + 60);
+
+    // "Two nodes": the same pass of `b` claimed twice concurrently.
+    let store = t.server.as_ref().unwrap().state().store.clone();
+    let claim = |run_id: &str| paddock_store::StartDreaming {
+        deployment_id: b.clone(),
+        run_id: run_id.to_owned(),
+        rules: paddock_store::DreamingRules {
+            idle_secs: IDLE,
+            interval_secs: INTERVAL,
+        },
+        input: "Review these memories.".to_owned(),
+        restrict: paddock_core::dreaming::restrict_config,
+        now: clock_now(&clock),
+    };
+    let mut b_stream = open_events(&t.admin, &b).await;
+    let (one, two) = tokio::join!(
+        store.start_dreaming(claim("run_nodeOne1")),
+        store.start_dreaming(claim("run_nodeTwo2"))
+    );
+    let won: Vec<String> = [one.unwrap(), two.unwrap()]
+        .into_iter()
+        .flatten()
+        .map(|p| p.run.id)
+        .collect();
+    assert_eq!(won.len(), 1, "{won:?}");
+    t.server.as_ref().unwrap().state().runtime.wake();
+
+    // Four ticks at once: `a` gets one pass; `b` (its pass is under way) none.
+    let mut a_stream = open_events(&t.admin, &a).await;
     let d = dreamer(&t);
-    let (a, b, c, e) = tokio::join!(d.tick(), d.tick(), d.tick(), d.tick());
-    let started: Vec<String> = [a, b, c, e].into_iter().flat_map(|r| r.unwrap()).collect();
+    let (w, x, y, z) = tokio::join!(d.tick(), d.tick(), d.tick(), d.tick());
+    let started: Vec<String> = [w, x, y, z].into_iter().flat_map(|r| r.unwrap()).collect();
     assert_eq!(started.len(), 1, "{started:?}");
-    let events = next_pass(&mut stream).await;
+    let events = next_pass(&mut a_stream).await;
     assert_eq!(events[0].data["run_id"], started[0].as_str());
-    // It ended and the deployment is idle, but nothing else has finished since the pass:
-    // later ticks start nothing.
+    collect_until(&mut b_stream, |e| is_terminal(e, &won[0])).await;
+
+    // Both ended and the deployments are idle, but nothing else has finished since their
+    // passes: later ticks start nothing.
     assert_eq!(d.tick().await.unwrap(), Vec::<String>::new());
-    assert_eq!(dreaming_runs(&t, &dep).await.len(), 1);
+    assert_eq!(dreaming_runs(&t, &a).await.len(), 1);
+    let runs = dreaming_runs(&t, &b).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].run_id, won[0]);
 }
