@@ -81,6 +81,9 @@ pub struct FileConfig {
     /// `[attachments]`.
     #[serde(default)]
     pub attachments: AttachmentsSection,
+    /// `[dreaming]`.
+    #[serde(default)]
+    pub dreaming: DreamingSection,
 }
 
 /// `[attachments]`: fetching the attachments of messages (spec §4.3).
@@ -91,6 +94,18 @@ pub struct AttachmentsSection {
     pub max_bytes: Option<u64>,
     /// Seconds one attachment's fetch may take in all.
     pub timeout_secs: Option<u64>,
+}
+
+/// `[dreaming]`: idle-time memory consolidation passes (spec §3.4).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DreamingSection {
+    /// Seconds a deployment must have had no active run before a pass.
+    pub idle_secs: Option<u64>,
+    /// Least seconds between two passes of a deployment.
+    pub interval_secs: Option<u64>,
+    /// Milliseconds between looks for deployments due a pass.
+    pub tick_interval_ms: Option<u64>,
 }
 
 /// `[memory]`: memories in the agent's context (spec §10).
@@ -647,6 +662,20 @@ impl Sources {
             s.memory_context_tokens = n;
         }
 
+        let dreaming = &c.dreaming;
+        if let Some(secs) = dreaming.idle_secs {
+            positive("dreaming.idle_secs", secs)?;
+            s.dreaming.idle = Duration::from_secs(secs);
+        }
+        if let Some(secs) = dreaming.interval_secs {
+            positive("dreaming.interval_secs", secs)?;
+            s.dreaming.interval = Duration::from_secs(secs);
+        }
+        if let Some(ms) = dreaming.tick_interval_ms {
+            positive("dreaming.tick_interval_ms", ms)?;
+            s.dreaming.tick_interval = Duration::from_millis(ms);
+        }
+
         let runs = &c.runs;
         if let Some(n) = runs.max_steps {
             if n < 1 {
@@ -912,6 +941,45 @@ mod tests {
         assert_eq!(s.claim_poll_interval, Duration::from_millis(250));
         assert_eq!(s.max_concurrent_runs, 32);
         assert_eq!(s.steering_timeout, Some(Duration::from_secs(86400)));
+    }
+
+    #[test]
+    fn dreaming_settings_are_read_and_validated() {
+        let defaults = settings("");
+        assert_eq!(
+            (
+                defaults.dreaming.idle,
+                defaults.dreaming.interval,
+                defaults.dreaming.tick_interval
+            ),
+            (
+                Duration::from_secs(1800),
+                Duration::from_secs(86400),
+                Duration::from_secs(60)
+            )
+        );
+        let s =
+            settings("[dreaming]\nidle_secs = 60\ninterval_secs = 3600\ntick_interval_ms = 500");
+        assert_eq!(
+            (
+                s.dreaming.idle,
+                s.dreaming.interval,
+                s.dreaming.tick_interval
+            ),
+            (
+                Duration::from_secs(60),
+                Duration::from_secs(3600),
+                Duration::from_millis(500)
+            )
+        );
+        for key in ["idle_secs", "interval_secs", "tick_interval_ms"] {
+            let zero = error(&format!("[dreaming]\n{key} = 0"));
+            assert!(
+                zero.contains(&format!("dreaming.{key}")) && zero.contains("at least 1"),
+                "{zero}"
+            );
+        }
+        assert!(error("[dreaming]\nidle = 5").contains("idle"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod attachments;
 mod bus;
 pub mod compaction;
+pub mod dreaming;
 mod mcp;
 pub mod memory;
 mod prompt;

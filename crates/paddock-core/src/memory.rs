@@ -377,7 +377,8 @@ async fn run(ctx: &ToolContext, arguments: &Value) -> Result<Value, String> {
             if let Err(e) = mirror_write(&ctx.workspace, &m) {
                 tracing::warn!(memory_id = %m.id, error = %e, "memory mirror write failed");
             }
-            Ok(json!({"updated": view(&m)}))
+            // `previous` is what the change replaced: the dreaming journal is written from it.
+            Ok(json!({"updated": view(&m), "previous": view(&current)}))
         }
         "delete" => {
             let id = str_field(obj, "memory_id")?;
@@ -387,7 +388,7 @@ async fn run(ctx: &ToolContext, arguments: &Value) -> Result<Value, String> {
             if let Err(e) = mirror_remove(&ctx.workspace, id) {
                 tracing::warn!(memory_id = %id, error = %e, "memory mirror remove failed");
             }
-            Ok(json!({"deleted": id}))
+            Ok(json!({"deleted": id, "previous": view(&current)}))
         }
         other => Err(format!(
             "unknown action `{other}`; use search, add, update or delete"

@@ -18,7 +18,8 @@ pub(crate) async fn memory_block(rt: &Runtime, run: &RunRecord) -> Option<String
         &run.deployment_id,
     )
     .await;
-    if !run.config.features.memory {
+    // A dreaming pass lists every memory, with its source, in its own input.
+    if !run.config.features.memory || run.trigger == memory::DREAMING_TRIGGER {
         return None;
     }
     let mut recent = String::new();

@@ -101,6 +101,8 @@ pub(crate) async fn drive(rt: &Runtime, claim: ClaimedRun, signals: &Signals) {
         if signals.stopping() {
             return;
         }
+        // What a failed pass changed is journalled too (before its terminal event).
+        crate::dreaming::write_journal(rt, &run).await;
         rt.fail(&run, code, message).await;
     }
 }
@@ -140,7 +142,13 @@ async fn run_loop(
     // step of the run sends the same prefix.
     let memory_block = crate::run_context::memory_block(rt, &run).await;
     // Spec §12: skills are copied and re-read at the start of the run, listed in its prompt.
-    let skills = crate::run_context::skills(rt, &run).await;
+    // A dreaming pass (spec §3.4) has its own fixed prompt: no skills, no deployment prompt.
+    let dreaming = run.trigger == crate::memory::DREAMING_TRIGGER;
+    let skills = if dreaming {
+        Vec::new()
+    } else {
+        crate::run_context::skills(rt, &run).await
+    };
     // The calls of the latest recorded response come first: after a restart, after an
     // answered steering request. A new run has none.
     if let Flow::Paused = run_calls(rt, lease, signals).await? {
@@ -173,7 +181,11 @@ async fn run_loop(
             .chain(run_tools.specs())
             .collect();
         let tool_names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
-        let mut system = system_prompt_with_skills(&run.config, &tool_names, &skills);
+        let mut system = if dreaming {
+            crate::dreaming::SYSTEM_PROMPT.to_owned()
+        } else {
+            system_prompt_with_skills(&run.config, &tool_names, &skills)
+        };
         // Spec §14.2: the model is told a server is unavailable.
         if let Some(note) = run_tools.note() {
             system.push_str("\n\n");
@@ -295,6 +307,11 @@ async fn run_loop(
         }
 
         if calls.is_empty() {
+            // The journal is on disk before the run is reported complete, so a client that
+            // sees the terminal `run_status` can read it.
+            if dreaming {
+                crate::dreaming::write_journal(rt, &run).await;
+            }
             let guard = rt.bus.lock(&run.deployment_id).await;
             match rt.store.complete_run(lease, usage, now_unix()).await? {
                 Some(events) => {

@@ -562,6 +562,8 @@ impl Runtime {
         drop(guard);
         self.stop_task(run_id);
         self.wait_for_task(run_id).await;
+        // A cancelled pass's changes stay made: its journal says which they were.
+        crate::dreaming::write_journal(self, &run).await;
         Ok(run)
     }
 

@@ -131,6 +131,7 @@ pub struct Server {
     state: AppState,
     shutdown: CancellationToken,
     serving: JoinHandle<std::io::Result<()>>,
+    dreamer: Arc<paddock_core::dreaming::Dreamer>,
 }
 
 impl Server {
@@ -243,6 +244,13 @@ impl Server {
         state.runtime.start_workers().await?;
         provisioning::resume(&state).await?;
         state::spawn_maintenance(&state);
+        // Dreaming passes (spec §3.4): this node's own ticker; it only creates runs, which the
+        // worker claims like any other.
+        let dreamer = paddock_core::dreaming::Dreamer::new(
+            state.runtime.clone(),
+            state.settings.dreaming.clone(),
+        );
+        dreamer.spawn(shutdown.clone());
 
         let app = routes::router(state.clone());
         let stop = shutdown.clone();
@@ -268,6 +276,7 @@ impl Server {
             state,
             shutdown,
             serving,
+            dreamer,
         })
     }
 
@@ -279,6 +288,12 @@ impl Server {
     /// The admin key created on this start, when the database was empty.
     pub fn bootstrap_key(&self) -> Option<&str> {
         self.bootstrap_key.as_deref()
+    }
+
+    /// The dreaming ticker (spec §3.4): [`Dreamer::tick`](paddock_core::dreaming::Dreamer::tick)
+    /// runs one look at once, for tests and embedders that drive time themselves.
+    pub fn dreamer(&self) -> &Arc<paddock_core::dreaming::Dreamer> {
+        &self.dreamer
     }
 
     /// Shared state, for embedding and tests.

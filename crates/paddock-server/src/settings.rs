@@ -106,6 +106,8 @@ pub struct ServerSettings {
     /// from the environment (32 bytes as base64 or hex), else `<data_dir>/master.key` (created
     /// with a random key, mode 0600, on first start). Its `Debug` shows nothing of the key.
     pub master_key: Option<paddock_store::SecretBox>,
+    /// Dreaming passes (spec §3.4): idle time, interval, how often to look, and the clock.
+    pub dreaming: paddock_core::dreaming::DreamingSettings,
     /// Token that `/metrics` requires, if any.
     pub metrics_token: Option<String>,
     /// How long in-flight requests may take to finish after a shutdown signal.
@@ -201,6 +203,7 @@ impl ServerSettings {
             mcp_connect_timeout: Duration::from_secs(10),
             mcp_call_timeout: Duration::from_secs(120),
             master_key: None,
+            dreaming: paddock_core::dreaming::DreamingSettings::default(),
             metrics_token: None,
             shutdown_grace: Duration::from_secs(30),
         }

@@ -443,3 +443,47 @@ impl std::fmt::Debug for SecretRecord {
             .finish_non_exhaustive()
     }
 }
+
+/// When a deployment is due a dreaming pass (spec §3.4), in seconds of the deciding clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DreamingRules {
+    /// The deployment has had no active run for at least this long (its newest run finished
+    /// at or before `now - idle_secs`).
+    pub idle_secs: i64,
+    /// The previous pass started more than this long ago (or there was none).
+    pub interval_secs: i64,
+}
+
+/// A request to start a dreaming pass of one deployment, if it is still due.
+#[derive(Clone)]
+pub struct StartDreaming {
+    pub deployment_id: String,
+    /// The id the pass's run gets.
+    pub run_id: String,
+    pub rules: DreamingRules,
+    /// The pass's instructions: the content of the run's first (user) conversation item.
+    pub input: String,
+    /// Narrows the deployment's configuration (as the run starts with it, tool settings
+    /// included) to what a dreaming run may use; the run keeps the result.
+    pub restrict: fn(&mut DeploymentConfig),
+    pub now: i64,
+}
+
+impl std::fmt::Debug for StartDreaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartDreaming")
+            .field("deployment_id", &self.deployment_id)
+            .field("run_id", &self.run_id)
+            .field("rules", &self.rules)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A dreaming pass that started: its run (`running`, unleased, so any worker claims it) and
+/// the `run_status` `running`/`started` event appended with it.
+#[derive(Debug, Clone)]
+pub struct DreamingStarted {
+    pub run: RunRecord,
+    pub events: Vec<paddock_protocol::StoredEvent>,
+}

@@ -4,11 +4,7 @@ use paddock_protocol::{ErrorInfo, RunUsage, StoredEvent};
 use serde_json::Value;
 
 use crate::{
-    AccountRecord, AnswerOutcome, AttachmentOutcome, ClaimedRun, CompactionOutcome,
-    CompactionRecord, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord, Lease,
-    MessageRecord, ModelResponse, NewCompaction, NewEvent, OverdueRequest, PageRequest, PauseRun,
-    PendingAttachments, RunFilter, RunRecord, SecretRecord, SendMessage, SendOutcome,
-    SteeringAnswer, StepContext, StoreError, ThreadRecord, ToolCallRecord,
+    AccountRecord, AnswerOutcome, AttachmentOutcome, ClaimedRun, CompactionOutcome, CompactionRecord, DeploymentFilter, DeploymentRecord, DreamingRules, DreamingStarted, IdempotencyBegin, KeyRecord, Lease, MessageRecord, ModelResponse, NewCompaction, NewEvent, OverdueRequest, PageRequest, PauseRun, PendingAttachments, RunFilter, RunRecord, SecretRecord, SendMessage, SendOutcome, StartDreaming, SteeringAnswer, StepContext, StoreError, ThreadRecord, ToolCallRecord,
 };
 use crate::{MemoryFilter, MemoryRecord, SkillRecord};
 
@@ -377,6 +373,31 @@ pub trait Store: Send + Sync + 'static {
         fts_query: &str,
         limit: u32,
     ) -> Result<Vec<MemoryRecord>, StoreError>;
+
+    // ---- dreaming (spec §3.4) ----
+
+    /// Deployments that look due a dreaming pass at `now` under `rules`, oldest first, at most
+    /// `limit`: `ready`, `features.dreaming` and `features.memory` on, at least one memory the
+    /// agent saved, no active run, idle for `rules.idle_secs`, a non-dreaming run finished
+    /// since the last pass, the last pass older than `rules.interval_secs`. A hint only:
+    /// [`Store::start_dreaming`] decides.
+    async fn dreaming_candidates(
+        &self,
+        rules: DreamingRules,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// In one transaction: if the deployment is still due a pass (the conditions of
+    /// [`Store::dreaming_candidates`], and its account has credits), records the pass as its
+    /// latest (claimed only if the record still holds what this transaction read, so two
+    /// callers racing start one pass), creates the run (`trigger: "dreaming"`, no thread,
+    /// `start.input` as its first conversation item) and appends its `run_status`
+    /// `running`/`started`. `None` when it is not due, changing nothing.
+    async fn start_dreaming(
+        &self,
+        start: StartDreaming,
+    ) -> Result<Option<DreamingStarted>, StoreError>;
 
     // ---- tool settings (spec §13.2) ----
 

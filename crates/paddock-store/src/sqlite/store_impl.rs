@@ -3,7 +3,7 @@ use paddock_protocol::{ErrorInfo, EventType, RunUsage, StoredEvent, run_status};
 use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 
-use super::{SqliteStore, map, memories, paging, skills};
+use super::{SqliteStore, dreaming, map, memories, paging, skills};
 use crate::store::{BalanceChange, FailOutcome, IdempotencyFingerprint, Paged, ToolCallOutcome};
 use crate::{
     AccountRecord, AnswerOutcome, AttachmentOutcome, ClaimedRun, CompactionOutcome,
@@ -13,6 +13,7 @@ use crate::{
     SteeringAnswer, SteeringRecord, StepContext, Store, StoreError, ThreadRecord, ThreadTarget,
     ToolCallRecord,
 };
+use crate::{DreamingRules, DreamingStarted, StartDreaming};
 use crate::{MemoryFilter, MemoryRecord, SkillRecord};
 
 /// Threads with their derived status and message count.
@@ -53,7 +54,7 @@ fn credits_micros(c: f64) -> i64 {
 
 /// Appends events inside the caller's transaction, allocating consecutive sequence numbers
 /// from the deployment's counter so id order is commit order.
-async fn append_tx(
+pub(super) async fn append_tx(
     conn: &mut SqliteConnection,
     deployment_id: &str,
     events: Vec<NewEvent>,
@@ -467,7 +468,7 @@ async fn insert_item_tx(
 
 /// Whether the account owning `deployment_id` may still make model calls: an unlimited
 /// (`NULL`) balance or one above zero.
-async fn has_credits_tx(
+pub(super) async fn has_credits_tx(
     conn: &mut SqliteConnection,
     deployment_id: &str,
 ) -> Result<bool, StoreError> {
@@ -2240,6 +2241,22 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<MemoryRecord>, StoreError> {
         memories::search(&self.reader, deployment_id, fts_query, limit).await
+    }
+
+    async fn dreaming_candidates(
+        &self,
+        rules: DreamingRules,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        dreaming::candidates(&self.reader, rules, now, limit).await
+    }
+
+    async fn start_dreaming(
+        &self,
+        start: StartDreaming,
+    ) -> Result<Option<DreamingStarted>, StoreError> {
+        dreaming::start(&self.writer, start).await
     }
 
     async fn tool_settings(
