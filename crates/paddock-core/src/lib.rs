@@ -5,6 +5,7 @@
 //! steering → model call …), records every step before the next begins, and publishes committed
 //! events to live subscribers through the [`EventBus`]. It knows nothing of HTTP or SQL.
 
+pub mod automations;
 mod bus;
 pub mod compaction;
 mod mcp;

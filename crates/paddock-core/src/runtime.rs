@@ -75,6 +75,8 @@ pub struct RuntimeSettings {
     pub sandbox_max_processes: u32,
     /// The large-output rule of spec §13.1.
     pub large_output: crate::tools::LargeOutputSettings,
+    /// The clock and schedule minimum of automations (spec §9), for the `automations` tool.
+    pub automations: crate::automations::AutomationSettings,
 }
 
 impl Default for RuntimeSettings {
@@ -100,6 +102,7 @@ impl Default for RuntimeSettings {
             shell: crate::tools::ShellSettings::default(),
             sandbox_max_processes: paddock_sandbox::DEFAULT_MAX_PROCESSES,
             large_output: crate::tools::LargeOutputSettings::default(),
+            automations: crate::automations::AutomationSettings::default(),
         }
     }
 }

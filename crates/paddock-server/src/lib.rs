@@ -16,6 +16,7 @@ mod provisioning;
 mod request_id;
 mod routes;
 pub mod sandbox;
+mod scheduler;
 pub mod settings;
 mod skills;
 mod state;
@@ -33,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use settings::{Limits, RateLimits, ServerSettings};
+pub use settings::{AutomationSettings, Limits, RateLimits, ServerSettings};
 pub use state::AppState;
 
 /// Why the server could not start.
@@ -214,6 +215,10 @@ impl Server {
                     threshold_bytes: settings.large_output_bytes,
                     preview_bytes: settings.large_output_preview_bytes,
                 },
+                automations: paddock_core::automations::AutomationSettings {
+                    clock: settings.automations.clock.clone(),
+                    min_interval_secs: settings.automations.min_interval_secs,
+                },
             },
             backend.clone(),
         );
@@ -239,6 +244,7 @@ impl Server {
         state.runtime.start_workers().await?;
         provisioning::resume(&state).await?;
         state::spawn_maintenance(&state);
+        scheduler::spawn(&state);
 
         let app = routes::router(state.clone());
         let stop = shutdown.clone();
