@@ -215,10 +215,15 @@ pub fn new_record(
     ))
 }
 
-/// `current` with the given fields merged in (spec §9.4 `PATCH`). A new schedule recomputes
-/// `next_run_at` from now; pausing clears it; resuming computes it from now (the paused
-/// period is not caught up).
-pub fn merged(current: &AutomationRecord, fields: AutomationFields, now: i64) -> AutomationRecord {
+/// `current` with the given fields merged in (spec §9.4 `PATCH`), and whether `next_run_at`
+/// is to be written. A new schedule recomputes `next_run_at` from now; pausing clears it;
+/// resuming computes it from now (the paused period is not caught up). Otherwise the stored
+/// value stands: the scheduler may have advanced it since `current` was read.
+pub fn merged(
+    current: &AutomationRecord,
+    fields: AutomationFields,
+    now: i64,
+) -> (AutomationRecord, bool) {
     let mut a = current.clone();
     if let Some(n) = fields.name {
         a.name = n;
@@ -238,13 +243,17 @@ pub fn merged(current: &AutomationRecord, fields: AutomationFields, now: i64) ->
         a.enabled = e;
     }
     let resumed = a.enabled && !current.enabled;
+    let mut reschedule = true;
     if !a.enabled {
         a.next_run_at = None;
     } else if rescheduled || resumed || a.next_run_at.is_none() {
+        // Always after now, so never a time a scheduler may already have claimed.
         a.next_run_at = next_run_at(&a.schedule, true, now);
+    } else {
+        reschedule = false;
     }
     a.updated_at = now;
-    a
+    (a, reschedule)
 }
 
 /// The wire form of an automation; `next_run_at` is `null` while the deployment has
@@ -353,8 +362,8 @@ pub async fn update(
     if let Some(t) = &fields.thread_id {
         check_thread(store, &current.deployment_id, t).await?;
     }
-    let next = merged(current, fields, settings.clock.now());
-    match store.update_automation(&next).await {
+    let (next, reschedule) = merged(current, fields, settings.clock.now());
+    match store.update_automation(&next, reschedule).await {
         Ok(a) => Ok(a),
         Err(StoreError::NotFound("thread")) => Err(thread_missing(&next.thread_id)),
         Err(StoreError::NotFound(_)) => Err(ChangeError::NotFound),
@@ -720,7 +729,7 @@ mod tests {
         assert!(new_thread);
         assert_eq!(a.next_run_at, Some(now + 3600));
         let later = now + 7200 + 60;
-        let renamed = merged(
+        let (renamed, write) = merged(
             &a,
             AutomationFields {
                 name: Some("m".into()),
@@ -728,8 +737,8 @@ mod tests {
             },
             later,
         );
-        assert_eq!(renamed.next_run_at, a.next_run_at);
-        let paused = merged(
+        assert_eq!((renamed.next_run_at, write), (a.next_run_at, false));
+        let (paused, write) = merged(
             &a,
             AutomationFields {
                 enabled: Some(false),
@@ -737,8 +746,8 @@ mod tests {
             },
             later,
         );
-        assert_eq!(paused.next_run_at, None);
-        let resumed = merged(
+        assert_eq!((paused.next_run_at, write), (None, true));
+        let (resumed, _) = merged(
             &paused,
             AutomationFields {
                 enabled: Some(true),
@@ -748,7 +757,7 @@ mod tests {
         );
         assert_eq!(resumed.next_run_at, Some(now + 3 * 3600));
         let every_15 = schedule::parse("*/15 * * * *", 60).unwrap();
-        let moved = merged(
+        let (moved, write) = merged(
             &a,
             AutomationFields {
                 schedule: Some(every_15),
@@ -756,7 +765,7 @@ mod tests {
             },
             now,
         );
-        assert_eq!(moved.next_run_at, Some(now + 900));
+        assert_eq!((moved.next_run_at, write), (Some(now + 900), true));
         assert_eq!(moved.schedule, "*/15 * * * *");
     }
 }

@@ -1078,3 +1078,41 @@ async fn the_agent_creates_an_automation_that_the_api_shows_and_that_fires() {
     let request = &t.fake.requests()[asked];
     assert!(!request["tools"].to_string().contains("\"automations\""));
 }
+
+#[tokio::test]
+async fn a_firing_without_credits_ends_at_once_with_insufficient_credits() {
+    let clock = TestClock::at(at("2026-06-11T10:00:00Z"));
+    let t = start(&clock).await;
+    let d = t.ready_deployment(json!({})).await;
+    let dep = d.deployment_id.as_str();
+    let a = create(
+        &t,
+        dep,
+        json!({"name": "h", "schedule": "hourly", "instructions": "Hourly."}),
+    )
+    .await;
+    let id = a["automation_id"].as_str().unwrap().to_owned();
+    let account_id = state(&t)
+        .store
+        .deployment_by_id(dep)
+        .await
+        .unwrap()
+        .account_id;
+    state(&t)
+        .store
+        .update_balance(&account_id, BalanceChange::Set(Some(0)))
+        .await
+        .unwrap();
+    let mut stream = open_events(&t.admin, dep).await;
+    clock.set(at("2026-06-11T11:00:00Z"));
+    let run_id = wait_fired_and_done(&mut stream, &id).await;
+    let run = t.admin.get_run(dep, &run_id).await.unwrap();
+    assert_eq!(run.status, "error");
+    assert_eq!(run.error.unwrap().code, "insufficient_credits");
+    assert_eq!(run.trigger, "schedule");
+    assert!(t.fake.requests().is_empty(), "no model call was made");
+    let now = get(&t, dep, &id).await;
+    assert_eq!(now["last_run_status"], "error");
+    assert_eq!(now["runs"][0]["run_id"], run_id.as_str());
+    assert_eq!(now["next_run_at"], "2026-06-11T12:00:00Z");
+}

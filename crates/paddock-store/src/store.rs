@@ -442,11 +442,14 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Paged<AutomationRecord>, StoreError>;
     /// Replaces the editable fields (name, schedule, schedule text, instructions, thread,
-    /// enabled, `next_run_at`, `updated_at`); disabling drops a held firing.
+    /// enabled, `updated_at`) and, with `reschedule`, `next_run_at`; disabling drops a held
+    /// firing. Without `reschedule` the stored `next_run_at` is kept as it is, so a change
+    /// racing a scheduler's claim never writes back a time already claimed.
     /// `NotFound("thread")` when the thread is not one of the deployment's.
     async fn update_automation(
         &self,
         automation: &AutomationRecord,
+        reschedule: bool,
     ) -> Result<AutomationRecord, StoreError>;
     /// Deletes an automation; its thread, runs and messages stay.
     async fn delete_automation(

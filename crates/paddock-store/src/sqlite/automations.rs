@@ -146,13 +146,14 @@ pub(super) async fn list(
 pub(super) async fn update(
     writer: &SqlitePool,
     a: &AutomationRecord,
+    reschedule: bool,
 ) -> Result<AutomationRecord, StoreError> {
     let mut tx = writer.begin().await?;
     thread_exists(&mut tx, &a.deployment_id, &a.thread_id).await?;
     // Pausing also drops a held firing: nothing fires while disabled (spec §9.3).
     let done = sqlx::query(
         "UPDATE automations SET name = ?, schedule = ?, schedule_text = ?, instructions = ?, \
-         thread_id = ?, enabled = ?, next_run_at = ?, \
+         thread_id = ?, enabled = ?, next_run_at = CASE WHEN ? THEN ? ELSE next_run_at END, \
          deferred_at = CASE WHEN ? THEN deferred_at ELSE NULL END, updated_at = ? \
          WHERE id = ? AND deployment_id = ?",
     )
@@ -162,6 +163,7 @@ pub(super) async fn update(
     .bind(&a.instructions)
     .bind(&a.thread_id)
     .bind(i64::from(a.enabled))
+    .bind(reschedule)
     .bind(a.next_run_at)
     .bind(a.enabled)
     .bind(a.updated_at)

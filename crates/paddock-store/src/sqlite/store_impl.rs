@@ -2326,8 +2326,9 @@ impl Store for SqliteStore {
     async fn update_automation(
         &self,
         automation: &AutomationRecord,
+        reschedule: bool,
     ) -> Result<AutomationRecord, StoreError> {
-        automations::update(&self.writer, automation).await
+        automations::update(&self.writer, automation, reschedule).await
     }
 
     async fn delete_automation(
