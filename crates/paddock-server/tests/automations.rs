@@ -914,30 +914,48 @@ async fn pause_and_resume() {
     t.fake.set_default(Script::new().text("done"));
     let d = t.ready_deployment(json!({})).await;
     let dep = d.deployment_id.as_str();
-    let a = create(
-        &t,
-        dep,
-        json!({"name": "ten", "schedule": "*/10 * * * *", "instructions": "ten"}),
-    )
-    .await;
-    let id = a["automation_id"].as_str().unwrap().to_owned();
-    let path = format!("/v1/deployments/{dep}/automations/{id}");
-    let (_, p) = call(&t, "PATCH", &path, Some(json!({"enabled": false}))).await;
-    assert_eq!(p["next_run_at"], Value::Null);
+    // Through the typed client.
+    let a = t
+        .admin
+        .create_automation(
+            dep,
+            &json!({"name": "ten", "schedule": "*/10 * * * *", "instructions": "ten"}),
+        )
+        .await
+        .unwrap();
+    let id = a.automation_id.clone();
+    let p = t
+        .admin
+        .update_automation(dep, &id, &json!({"enabled": false}))
+        .await
+        .unwrap();
+    assert!(!p.enabled);
+    assert_eq!(p.next_run_at, None);
     let mut fence = Fence::new(&t, "5 11 * * *").await;
     clock.set(at("2026-06-11T11:05:00Z"));
     fence.passed().await;
     assert!(runs_of(&t, dep, &id).await.is_empty());
 
     // Resumed from now: the paused hour is not caught up.
-    let (_, p) = call(&t, "PATCH", &path, Some(json!({"enabled": true}))).await;
-    assert_eq!(p["next_run_at"], "2026-06-11T11:10:00Z");
+    let p = t
+        .admin
+        .update_automation(dep, &id, &json!({"enabled": true}))
+        .await
+        .unwrap();
+    assert_eq!(p.next_run_at.as_deref(), Some("2026-06-11T11:10:00Z"));
     let mut stream = open_events(&t.admin, dep).await;
     clock.set(at("2026-06-11T11:10:00Z"));
     wait_fired_and_done(&mut stream, &id).await;
     let runs = runs_of(&t, dep, &id).await;
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["created_at"], "2026-06-11T11:10:00Z");
+    // A manual run now leaves `next_run_at` alone.
+    let manual = t.admin.trigger_automation(dep, &id).await.unwrap();
+    assert_eq!(manual.status, "running");
+    collect_until(&mut stream, |e| is_terminal(e, &manual.run_id)).await;
+    let after = t.admin.get_automation(dep, &id).await.unwrap();
+    assert_eq!(after.next_run_at.as_deref(), Some("2026-06-11T11:20:00Z"));
+    assert_eq!(after.runs.unwrap()[0].trigger, "manual");
 
     // `features.automations` false stops firing altogether.
     let (status, _) = call(
@@ -951,7 +969,13 @@ async fn pause_and_resume() {
     let mut fence = Fence::new(&t, "20 11 * * *").await;
     clock.set(at("2026-06-11T11:20:00Z"));
     fence.passed().await;
-    assert_eq!(runs_of(&t, dep, &id).await.len(), 1);
+    assert_eq!(
+        runs_of(&t, dep, &id).await.len(),
+        2,
+        "the 11:10 and the manual run"
+    );
+    let gone = t.admin.delete_automation(dep, &id).await.unwrap();
+    assert_eq!(gone.status, "deleted");
 }
 
 #[tokio::test]
@@ -995,27 +1019,34 @@ async fn the_agent_creates_an_automation_that_the_api_shows_and_that_fires() {
     let first = &t.fake.requests()[0];
     assert!(first["tools"].to_string().contains("\"automations\""));
 
-    let (_, page) = call(
-        &t,
-        "GET",
-        &format!("/v1/deployments/{dep}/automations"),
-        None,
-    )
-    .await;
-    let list = page["data"].as_array().unwrap();
-    assert_eq!(list.len(), 1);
-    let a = &list[0];
-    assert_eq!(a["created_by"], "agent");
-    assert_eq!(a["schedule"], "0 9 * * *");
-    assert_eq!(a["schedule_text"], "daily at 9am");
-    assert_eq!(a["next_run_at"], "2026-06-12T09:00:00Z");
-    let id = a["automation_id"].as_str().unwrap().to_owned();
+    // Through the typed client: the API shows what the agent made.
+    let page = t
+        .admin
+        .list_automations(dep, &paddock_client::PageQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.data.len(), 1);
+    let a = &page.data[0];
+    assert_eq!(a.created_by, "agent");
+    assert_eq!(a.name, "Morning digest");
+    assert_eq!(a.schedule, "0 9 * * *");
+    assert_eq!(a.schedule_text.as_deref(), Some("daily at 9am"));
+    assert_eq!(a.next_run_at.as_deref(), Some("2026-06-12T09:00:00Z"));
+    assert!(a.runs.is_none(), "lists carry no history");
+    let id = a.automation_id.clone();
+    let thread_id = a.thread_id.clone();
 
     clock.set(at("2026-06-12T09:00:00Z"));
     let fired_run = wait_fired_and_done(&mut stream, &id).await;
     let run = t.admin.get_run(dep, &fired_run).await.unwrap();
     assert_eq!(run.trigger, "schedule");
-    assert_eq!(run.thread_id.as_deref(), a["thread_id"].as_str());
+    assert_eq!(run.thread_id.as_deref(), Some(thread_id.as_str()));
+    let one = t.admin.get_automation(dep, &id).await.unwrap();
+    let history = one.runs.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].run_id, fired_run);
+    assert_eq!(history[0].trigger, "schedule");
+    assert_eq!(history[0].started_at, "2026-06-12T09:00:00Z");
 
     // Pause, resume and delete through the tool too.
     t.fake.push(Script::new().tool_call(
