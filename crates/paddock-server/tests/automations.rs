@@ -949,7 +949,8 @@ async fn pause_and_resume() {
     let runs = runs_of(&t, dep, &id).await;
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["created_at"], "2026-06-11T11:10:00Z");
-    // A manual run now leaves `next_run_at` alone.
+    // A manual run now leaves `next_run_at` alone (a second later, so it is the newest).
+    clock.set(at("2026-06-11T11:10:01Z"));
     let manual = t.admin.trigger_automation(dep, &id).await.unwrap();
     assert_eq!(manual.status, "running");
     collect_until(&mut stream, |e| is_terminal(e, &manual.run_id)).await;
