@@ -1,5 +1,6 @@
-//! The automation scheduler task (spec §9.3): every `[automations] tick_interval` it runs one
-//! [`paddock_core::scheduler::tick`] at the configured clock's time. Each time is claimed
+//! The automation scheduler task (spec §9.3): every `[automations] tick_interval`, and when a
+//! run's status changes on this node, it runs one [`paddock_core::scheduler::tick`] at the
+//! configured clock's time. Each time is claimed
 //! through the store in one conditional transaction, so a time fires once whichever node or
 //! process ticks, and the first tick after a start catches up missed times within the window.
 
@@ -26,6 +27,9 @@ pub(crate) fn spawn(state: &AppState) {
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
+                // A run's status changed on this node: its thread may be free for a held
+                // firing now rather than at the next tick.
+                () = state.scheduler_wake.notified() => {}
                 () = state.shutdown.cancelled() => return,
             }
             let clock = state.settings.automations.clock.as_ref();

@@ -1148,3 +1148,48 @@ async fn a_firing_without_credits_ends_at_once_with_insufficient_credits() {
     assert_eq!(now["runs"][0]["run_id"], run_id.as_str());
     assert_eq!(now["next_run_at"], "2026-06-11T12:00:00Z");
 }
+
+/// With an hour between ticks, only the run-status wake-up can start the held firing: it
+/// starts as the thread's run ends.
+#[tokio::test]
+async fn a_held_firing_starts_when_the_threads_run_ends_not_at_the_next_tick() {
+    let clock = TestClock::at(at("2026-06-11T10:00:00Z"));
+    let c = clock.clone();
+    let t = TestServer::start_with(move |s| {
+        tweak(s, c);
+        s.automations.tick_interval = Duration::from_secs(3600);
+    })
+    .await;
+    t.fake.set_default(Script::new().text("done"));
+    let d = t.ready_deployment(json!({})).await;
+    let dep = d.deployment_id.as_str();
+    let a = create(
+        &t,
+        dep,
+        json!({"name": "five", "schedule": "*/5 * * * *", "instructions": "Every five.",
+               "thread_id": d.thread_id}),
+    )
+    .await;
+    let id = a["automation_id"].as_str().unwrap().to_owned();
+    let gate = Gate::new();
+    t.fake.push(Script::new().text("long task").hold(&gate));
+    let mut stream = open_events(&t.admin, dep).await;
+    t.admin
+        .send_message(dep, "a long task", None, &[])
+        .await
+        .unwrap();
+    gate.reached().await;
+    // The time comes; a run on another thread changes status, which makes the scheduler look.
+    clock.set(at("2026-06-11T10:05:00Z"));
+    let other = t
+        .admin
+        .send_message(dep, "elsewhere", Some("new"), &[])
+        .await
+        .unwrap()
+        .run_id;
+    collect_until(&mut stream, |e| is_terminal(e, &other)).await;
+    wait_firings(&t, "deferred", 1).await;
+    gate.open();
+    wait_fired_and_done(&mut stream, &id).await;
+    assert_eq!(firings(&t, "deferred_started").await, 1);
+}
