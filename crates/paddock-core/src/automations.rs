@@ -258,7 +258,7 @@ pub fn merged(
 
 /// The wire form of an automation; `next_run_at` is `null` while the deployment has
 /// `features.automations` off (spec §9.1).
-pub fn view(a: &AutomationRecord, features: &DeploymentConfig) -> Automation {
+pub fn view(a: &AutomationRecord, config: &DeploymentConfig) -> Automation {
     Automation {
         automation_id: a.id.clone(),
         deployment_id: a.deployment_id.clone(),
@@ -271,7 +271,7 @@ pub fn view(a: &AutomationRecord, features: &DeploymentConfig) -> Automation {
         created_by: a.created_by.clone(),
         next_run_at: a
             .next_run_at
-            .filter(|_| a.enabled && features.features.automations)
+            .filter(|_| a.enabled && config.features.automations)
             .map(format_unix),
         last_run_at: a.last_run_at.map(format_unix),
         last_run_status: a.last_run_status.clone(),
