@@ -84,6 +84,9 @@ pub struct FileConfig {
     /// `[dreaming]`.
     #[serde(default)]
     pub dreaming: DreamingSection,
+    /// `[automations]`.
+    #[serde(default)]
+    pub automations: AutomationsSection,
 }
 
 /// `[attachments]`: fetching the attachments of messages (spec §4.3).
@@ -106,6 +109,18 @@ pub struct DreamingSection {
     pub interval_secs: Option<u64>,
     /// Milliseconds between looks for deployments due a pass.
     pub tick_interval_ms: Option<u64>,
+}
+
+/// `[automations]`: the scheduler (spec §9.3) and the schedule minimum (§9.2).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutomationsSection {
+    /// How often the scheduler looks for due automations, in milliseconds.
+    pub tick_interval_ms: Option<u64>,
+    /// How old a missed time may be and still fire once after downtime, in seconds.
+    pub catch_up_window_secs: Option<u64>,
+    /// The shortest interval a schedule may have, in seconds.
+    pub min_interval_secs: Option<u64>,
 }
 
 /// `[memory]`: memories in the agent's context (spec §10).
@@ -674,6 +689,18 @@ impl Sources {
         if let Some(ms) = dreaming.tick_interval_ms {
             positive("dreaming.tick_interval_ms", ms)?;
             s.dreaming.tick_interval = Duration::from_millis(ms);
+        }
+        let auto = &c.automations;
+        if let Some(ms) = auto.tick_interval_ms {
+            positive("automations.tick_interval_ms", ms)?;
+            s.automations.tick_interval = Duration::from_millis(ms);
+        }
+        if let Some(secs) = auto.catch_up_window_secs {
+            s.automations.catch_up_window_secs = i64::try_from(secs).unwrap_or(i64::MAX);
+        }
+        if let Some(secs) = auto.min_interval_secs {
+            positive("automations.min_interval_secs", secs)?;
+            s.automations.min_interval_secs = secs;
         }
 
         let runs = &c.runs;

@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod automations;
 mod deployments;
 mod events;
 

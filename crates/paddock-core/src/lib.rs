@@ -6,6 +6,7 @@
 //! events to live subscribers through the [`EventBus`]. It knows nothing of HTTP or SQL.
 
 pub mod attachments;
+pub mod automations;
 mod bus;
 pub mod compaction;
 pub mod dreaming;

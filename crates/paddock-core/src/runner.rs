@@ -477,6 +477,7 @@ async fn execute_call(
                     deployment_id: run.deployment_id.clone(),
                     run_id: run.id.clone(),
                     trigger: run.trigger.clone(),
+                    automations: rt.settings.automations.clone(),
                 }),
                 exec: Some(crate::tools::ExecScope {
                     sandbox: rt.sandbox.clone(),

@@ -77,6 +77,8 @@ pub struct RuntimeSettings {
     pub large_output: crate::tools::LargeOutputSettings,
     /// Limits of one attachment fetch (spec §4.3).
     pub attachments: crate::attachments::AttachmentSettings,
+    /// The clock and schedule minimum of automations (spec §9), for the `automations` tool.
+    pub automations: crate::automations::AutomationSettings,
 }
 
 impl Default for RuntimeSettings {
@@ -103,6 +105,7 @@ impl Default for RuntimeSettings {
             sandbox_max_processes: paddock_sandbox::DEFAULT_MAX_PROCESSES,
             large_output: crate::tools::LargeOutputSettings::default(),
             attachments: crate::attachments::AttachmentSettings::default(),
+            automations: crate::automations::AutomationSettings::default(),
         }
     }
 }

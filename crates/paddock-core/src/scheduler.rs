@@ -2,6 +2,7 @@
 //!
 //! Time comes from a [`Clock`] (the system clock in the server, a settable [`TestClock`] in
 //! tests: nothing here sleeps for correctness). Firings are claimed through a [`FiringStore`]
+//! (in the server, [`crate::automations::StoreFirings`] over the `Store`)
 //! whose [`FiringStore::fire`] must be one transaction that advances `next_run_at` only if it
 //! still holds the value the scheduler read (`UPDATE … WHERE id = ? AND next_run_at = ?`) and,
 //! in the same transaction, records the run or the deferral. So a scheduled time is claimed by
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use crate::schedule;
 
 /// Where "now" comes from (Unix seconds).
-pub trait Clock: Send + Sync {
+pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> i64;
 }
 
@@ -66,6 +67,8 @@ impl Clock for TestClock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
     pub automation_id: String,
+    /// Whose events the firing appends (the caller takes the deployment's append lock).
+    pub deployment_id: String,
     pub cron: String,
     /// The `next_run_at` the store holds; the claim is conditional on it.
     pub next_run_at: i64,
@@ -80,6 +83,9 @@ pub enum FireOutcome {
     Deferred,
     /// The thread was busy and a firing was already deferred; this one is dropped.
     Dropped,
+    /// The time was claimed without firing: `fire` was unset, or the deployment cannot run
+    /// automations now (not `ready`, or `features.automations` off).
+    Skipped,
     /// `next_run_at` no longer held the expected value: someone else claimed this time (another
     /// node, or an earlier process before a restart), or the automation changed. Nothing done.
     NotClaimed,
@@ -117,14 +123,7 @@ pub trait FiringStore: Send + Sync {
     /// In one transaction: if the automation's `next_run_at` is still `expected`, set it to
     /// `next` and, when `fire` is set, start the run for scheduled time `scheduled_at` (or defer
     /// or drop it if the thread is busy). With `fire` unset the time is only skipped.
-    async fn fire(
-        &self,
-        automation_id: &str,
-        expected: i64,
-        next: Option<i64>,
-        fire: Option<i64>,
-        now: i64,
-    ) -> FireOutcome;
+    async fn fire(&self, due: &Due, next: Option<i64>, fire: Option<i64>, now: i64) -> FireOutcome;
     /// Starts deferred firings whose thread is now idle (clearing them in the same
     /// transaction); returns the automations started.
     async fn start_deferred(&self, now: i64) -> Vec<String>;
@@ -178,12 +177,11 @@ pub async fn tick(
         let next = schedule::next_after(&due.cron, now);
         let within = now - latest <= settings.catch_up_window_secs;
         let fire = within.then_some(latest);
-        let outcome = store
-            .fire(&due.automation_id, due.next_run_at, next, fire, now)
-            .await;
+        let outcome = store.fire(&due, next, fire, now).await;
         let label = match (outcome, within) {
             (FireOutcome::NotClaimed, _) => continue,
             (_, false) => Outcome::Missed,
+            (FireOutcome::Skipped, true) => continue,
             (FireOutcome::Started, true) => Outcome::Fired,
             (FireOutcome::Deferred, true) => Outcome::Deferred,
             (FireOutcome::Dropped, true) => Outcome::Dropped,
@@ -252,6 +250,7 @@ mod tests {
                 .filter(|(_, r)| r.enabled && r.next_run_at.is_some_and(|n| n <= now))
                 .map(|(id, r)| Due {
                     automation_id: id.clone(),
+                    deployment_id: "dep_test".to_owned(),
                     cron: r.cron.clone(),
                     next_run_at: r.next_run_at.unwrap(),
                 })
@@ -259,14 +258,14 @@ mod tests {
         }
         async fn fire(
             &self,
-            id: &str,
-            expected: i64,
+            due: &Due,
             next: Option<i64>,
             fire: Option<i64>,
             _now: i64,
         ) -> FireOutcome {
+            let expected = due.next_run_at;
             let mut rows = self.0.lock().unwrap();
-            let row = rows.get_mut(id).unwrap();
+            let row = rows.get_mut(&due.automation_id).unwrap();
             if row.next_run_at != Some(expected) || !row.enabled {
                 return FireOutcome::NotClaimed;
             }
@@ -344,8 +343,7 @@ mod tests {
         assert_eq!(due.len(), 1);
         let first = store
             .fire(
-                "auto_a",
-                due[0].next_run_at,
+                &due[0],
                 Some(at("2026-06-12T09:00:00Z")),
                 Some(due[0].next_run_at),
                 clock.now(),
@@ -354,8 +352,7 @@ mod tests {
         // The second one read `due` before the first claim committed.
         let second = store
             .fire(
-                "auto_a",
-                due[0].next_run_at,
+                &due[0],
                 Some(at("2026-06-12T09:00:00Z")),
                 Some(due[0].next_run_at),
                 clock.now(),

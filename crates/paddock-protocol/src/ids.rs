@@ -21,6 +21,7 @@ pub mod prefix {
     pub const SECRET: &str = "sec_";
     pub const MEMORY: &str = "mem_";
     pub const SKILL: &str = "skl_";
+    pub const AUTOMATION: &str = "auto_";
 }
 
 /// A new random id with the given prefix.

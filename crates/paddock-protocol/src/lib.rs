@@ -3,6 +3,7 @@
 //! This is the only crate that defines the JSON clients see. It knows nothing of tokio, SQL or
 //! HTTP frameworks, so the server, the typed client and the tests all share one definition.
 
+pub mod automation;
 pub mod error;
 pub mod event;
 pub mod ids;
@@ -11,6 +12,7 @@ pub mod requests;
 pub mod resources;
 pub mod time;
 
+pub use automation::*;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{EventType, StoredEvent};
 pub use knowledge::*;

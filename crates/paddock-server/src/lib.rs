@@ -16,6 +16,7 @@ mod provisioning;
 mod request_id;
 mod routes;
 pub mod sandbox;
+mod scheduler;
 pub mod settings;
 mod skills;
 mod state;
@@ -33,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use settings::{Limits, RateLimits, ServerSettings};
+pub use settings::{AutomationSettings, Limits, RateLimits, ServerSettings};
 pub use state::AppState;
 
 /// Why the server could not start.
@@ -219,6 +220,10 @@ impl Server {
                     max_bytes: settings.attachment_max_bytes,
                     timeout: settings.attachment_timeout,
                 },
+                automations: paddock_core::automations::AutomationSettings {
+                    clock: settings.automations.clock.clone(),
+                    min_interval_secs: settings.automations.min_interval_secs,
+                },
             },
             backend.clone(),
         );
@@ -251,6 +256,7 @@ impl Server {
             state.settings.dreaming.clone(),
         );
         dreamer.spawn(shutdown.clone());
+        scheduler::spawn(&state);
 
         let app = routes::router(state.clone());
         let stop = shutdown.clone();

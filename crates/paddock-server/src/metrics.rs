@@ -68,6 +68,7 @@ pub struct Metrics {
     runs_finished: Family<RunFinishedLabels, Counter>,
     tool_calls: Family<ToolCallLabels, Counter>,
     model_tokens: Family<TokenLabels, Counter>,
+    automation_firings: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -130,13 +131,14 @@ impl Metrics {
             "Model tokens, by provider and direction (input/output)",
             model_tokens.clone(),
         );
-        // Nothing fires automations in this version: the family is exported, empty.
+        let automation_firings = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "paddock_automation_firings",
             "Automation firings, by outcome",
-            Family::<OutcomeLabels, Counter>::default(),
+            automation_firings.clone(),
         );
         Self {
+            automation_firings,
             registry,
             model_tokens,
             events,
@@ -148,6 +150,16 @@ impl Metrics {
             deployments,
             sse_connections,
         }
+    }
+
+    /// Counts one scheduler decision (`fired`, `deferred`, `dropped`, `missed`,
+    /// `deferred_started`).
+    pub(crate) fn observe_firing(&self, outcome: &str) {
+        self.automation_firings
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts the tokens of one model call.

@@ -112,6 +112,33 @@ pub struct ServerSettings {
     pub metrics_token: Option<String>,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Automations (spec §9): the scheduler's tick, the catch-up window after downtime, the
+    /// shortest schedule interval, and the clock (tests inject a `TestClock`).
+    pub automations: AutomationSettings,
+}
+
+/// The `[automations]` settings.
+#[derive(Debug, Clone)]
+pub struct AutomationSettings {
+    /// How often the scheduler looks for due automations and held firings.
+    pub tick_interval: Duration,
+    /// A missed time this recent still fires once after downtime; older ones are dropped.
+    pub catch_up_window_secs: i64,
+    /// Schedules firing more often than this are refused (`param: "schedule"`).
+    pub min_interval_secs: u64,
+    /// Where "now" comes from for firing decisions and `next_run_at`.
+    pub clock: std::sync::Arc<dyn paddock_core::scheduler::Clock>,
+}
+
+impl Default for AutomationSettings {
+    fn default() -> Self {
+        Self {
+            tick_interval: Duration::from_secs(1),
+            catch_up_window_secs: 3600,
+            min_interval_secs: paddock_core::automations::DEFAULT_MIN_INTERVAL_SECS,
+            clock: std::sync::Arc::new(paddock_core::scheduler::SystemClock),
+        }
+    }
 }
 
 /// Size and count limits (spec §1.12).
@@ -206,6 +233,7 @@ impl ServerSettings {
             dreaming: paddock_core::dreaming::DreamingSettings::default(),
             metrics_token: None,
             shutdown_grace: Duration::from_secs(30),
+            automations: AutomationSettings::default(),
         }
     }
 

@@ -26,6 +26,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The sandbox backend's cached probe (`/readyz`).
     pub(crate) sandbox_probe: Arc<crate::sandbox::ProbeCache>,
+    /// Wakes the automation scheduler before its next tick: a run changed status here, so a
+    /// held firing may be able to start (spec §9.3).
+    pub(crate) scheduler_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -37,9 +40,14 @@ impl AppState {
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
         let observer = metrics.clone();
-        runtime
-            .bus()
-            .set_observer(Arc::new(move |e| observer.observe_event(e)));
+        let scheduler_wake = Arc::new(tokio::sync::Notify::new());
+        let wake = scheduler_wake.clone();
+        runtime.bus().set_observer(Arc::new(move |e| {
+            observer.observe_event(e);
+            if e.kind == paddock_protocol::EventType::RunStatus {
+                wake.notify_one();
+            }
+        }));
         let observer = metrics.clone();
         runtime.set_usage_observer(Arc::new(move |provider, input, output| {
             observer.observe_tokens(provider, input, output);
@@ -47,6 +55,7 @@ impl AppState {
         let sandbox_probe = Arc::new(crate::sandbox::ProbeCache::new(runtime.sandbox().clone()));
         Self {
             sandbox_probe,
+            scheduler_wake,
             store,
             runtime,
             metrics,

@@ -77,6 +77,32 @@ const ENDPOINTS: &[(&str, &str, Option<&str>)] = &[
     ("delete", "/v1/deployments/{dep}/memories/{memory}", None),
     (
         "post",
+        "/v1/deployments/{dep}/automations",
+        Some("CreateAutomationRequest"),
+    ),
+    ("get", "/v1/deployments/{dep}/automations", None),
+    (
+        "get",
+        "/v1/deployments/{dep}/automations/{automation}",
+        None,
+    ),
+    (
+        "patch",
+        "/v1/deployments/{dep}/automations/{automation}",
+        Some("UpdateAutomationRequest"),
+    ),
+    (
+        "delete",
+        "/v1/deployments/{dep}/automations/{automation}",
+        None,
+    ),
+    (
+        "post",
+        "/v1/deployments/{dep}/automations/{automation}/trigger",
+        None,
+    ),
+    (
+        "post",
         "/v1/deployments/{dep}/skills",
         Some("SkillEntryRequest"),
     ),

@@ -9,6 +9,7 @@
 //! a heartbeat), drives it, and every progress write checks the lease, so a run is driven by at
 //! most one node and a dead node's runs are picked up from their last checkpoint.
 
+mod automation;
 mod cursor;
 mod error;
 mod memory;
@@ -18,6 +19,7 @@ mod skill;
 mod sqlite;
 mod store;
 
+pub use automation::{AutomationRecord, FireAutomation, FiringKind, FiringResult, StartedRun};
 pub use cursor::{Cursor, PageRequest};
 pub use error::StoreError;
 pub use memory::{MemoryFilter, MemoryRecord, fts_any_terms};

@@ -4,8 +4,14 @@ use paddock_protocol::{ErrorInfo, RunUsage, StoredEvent};
 use serde_json::Value;
 
 use crate::{
-    AccountRecord, AnswerOutcome, AttachmentOutcome, ClaimedRun, CompactionOutcome, CompactionRecord, DeploymentFilter, DeploymentRecord, DreamingRules, DreamingStarted, IdempotencyBegin, KeyRecord, Lease, MessageRecord, ModelResponse, NewCompaction, NewEvent, OverdueRequest, PageRequest, PauseRun, PendingAttachments, RunFilter, RunRecord, SecretRecord, SendMessage, SendOutcome, StartDreaming, SteeringAnswer, StepContext, StoreError, ThreadRecord, ToolCallRecord,
+    AccountRecord, AnswerOutcome, AttachmentOutcome, ClaimedRun, CompactionOutcome,
+    CompactionRecord, DeploymentFilter, DeploymentRecord, DreamingRules, DreamingStarted,
+    IdempotencyBegin, KeyRecord, Lease, MessageRecord, ModelResponse, NewCompaction, NewEvent,
+    OverdueRequest, PageRequest, PauseRun, PendingAttachments, RunFilter, RunRecord, SecretRecord,
+    SendMessage, SendOutcome, StartDreaming, SteeringAnswer, StepContext, StoreError, ThreadRecord,
+    ToolCallRecord,
 };
+use crate::{AutomationRecord, FireAutomation, FiringResult};
 use crate::{MemoryFilter, MemoryRecord, SkillRecord};
 
 /// A page of records plus the cursor of the next page.
@@ -466,6 +472,60 @@ pub trait Store: Send + Sync + 'static {
         description: Option<&str>,
         error: Option<&paddock_protocol::ErrorInfo>,
     ) -> Result<(), StoreError>;
+
+    // ---- automations (spec §9) ----
+
+    /// Stores a new automation; `LimitReached` when the deployment already has `max`. With
+    /// `new_thread` it also creates its thread (`automation.thread_id`, titled with the name,
+    /// its `automation_id` set); otherwise `NotFound("thread")` unless the thread is one of
+    /// the deployment's. One transaction.
+    async fn create_automation(
+        &self,
+        automation: &AutomationRecord,
+        new_thread: bool,
+        max: u32,
+    ) -> Result<(), StoreError>;
+    async fn get_automation(
+        &self,
+        deployment_id: &str,
+        automation_id: &str,
+    ) -> Result<AutomationRecord, StoreError>;
+    /// One page of the deployment's automations, newest first.
+    async fn list_automations(
+        &self,
+        deployment_id: &str,
+        page: &PageRequest,
+    ) -> Result<Paged<AutomationRecord>, StoreError>;
+    /// Replaces the editable fields (name, schedule, schedule text, instructions, thread,
+    /// enabled, `updated_at`) and, with `reschedule`, `next_run_at`; disabling drops a held
+    /// firing. Without `reschedule` the stored `next_run_at` is kept as it is, so a change
+    /// racing a scheduler's claim never writes back a time already claimed.
+    /// `NotFound("thread")` when the thread is not one of the deployment's.
+    async fn update_automation(
+        &self,
+        automation: &AutomationRecord,
+        reschedule: bool,
+    ) -> Result<AutomationRecord, StoreError>;
+    /// Deletes an automation; its thread, runs and messages stay.
+    async fn delete_automation(
+        &self,
+        deployment_id: &str,
+        automation_id: &str,
+    ) -> Result<(), StoreError>;
+    /// Enabled automations whose `next_run_at` is at or before `now`, earliest first.
+    async fn due_automations(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<AutomationRecord>, StoreError>;
+    /// Automations holding a deferred firing, oldest first.
+    async fn deferred_automations(&self, limit: u32) -> Result<Vec<AutomationRecord>, StoreError>;
+    /// One firing (a scheduled time, the held one, or the trigger endpoint) in one
+    /// transaction; see [`FiringKind`](crate::FiringKind). A scheduled time is claimed only
+    /// if `next_run_at` still holds the value the caller read, so it fires at most once
+    /// whoever asks. A started run's instructions are a `user` message with `automation_id`,
+    /// with the `message` and `run_status` events of any new run.
+    async fn fire_automation(&self, firing: FireAutomation) -> Result<FiringResult, StoreError>;
 
     // ---- health ----
 

@@ -96,8 +96,10 @@ pub struct RunScope {
     pub store: std::sync::Arc<dyn paddock_store::Store>,
     pub deployment_id: String,
     pub run_id: String,
-    /// The run's `trigger` (`message`, `automation`, `dreaming`, …).
+    /// The run's `trigger` (`message`, `schedule`, `manual`, `dreaming`, …).
     pub trigger: String,
+    /// The clock and schedule minimum the `automations` tool applies, as the API does.
+    pub automations: crate::automations::AutomationSettings,
 }
 
 /// A tool the model can call.
@@ -161,6 +163,7 @@ pub fn builtin_tools() -> Vec<Box<dyn Tool>> {
         Box::new(EditFile),
         Box::new(RequestApproval),
         Box::new(crate::memory::MemoryTool),
+        Box::new(crate::automations::AutomationsTool),
     ]
 }
 

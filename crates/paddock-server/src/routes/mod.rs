@@ -2,6 +2,7 @@
 //! (request id → authentication for `/v1/` → idempotency → handler).
 
 pub(crate) mod accounts;
+pub(crate) mod automations;
 pub(crate) mod deployments;
 pub(crate) mod events;
 pub(crate) mod files;
@@ -73,6 +74,20 @@ pub(crate) fn router(state: AppState) -> Router {
             get(memories::get)
                 .patch(memories::patch)
                 .delete(memories::delete),
+        )
+        .route(
+            "/deployments/{dep}/automations",
+            post(automations::create).get(automations::list),
+        )
+        .route(
+            "/deployments/{dep}/automations/{automation}",
+            get(automations::get)
+                .patch(automations::patch)
+                .delete(automations::delete),
+        )
+        .route(
+            "/deployments/{dep}/automations/{automation}/trigger",
+            post(automations::trigger),
         )
         .route(
             "/deployments/{dep}/threads",

@@ -13,14 +13,17 @@
 //!
 //! - [`Validator::deployment_create`] / [`Validator::deployment_patch`]: deployments (§3, §14, §15);
 //! - [`message`], [`thread_title`]: messages and threads (§4.1, §8.2);
-//! - [`account_create`], [`credits`], [`key_create`]: the admin endpoints (§16).
+//! - [`account_create`], [`credits`], [`key_create`]: the admin endpoints (§16);
+//! - [`automation_error`]: automations (§9.4; the field rules are shared with the agent's tool).
 
 mod admin;
+mod automation;
 mod deployment;
 mod message;
 mod secret;
 
 pub(crate) use admin::{account_create, credits, key_create};
+pub(crate) use automation::automation_error;
 pub(crate) use message::{message, thread_title};
 pub(crate) use secret::secret_create;
 

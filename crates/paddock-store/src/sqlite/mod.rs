@@ -4,6 +4,7 @@
 //! connection, so write transactions are serialised in-process and never meet `SQLITE_BUSY`;
 //! reads use a separate pool and see committed data only.
 
+mod automations;
 mod dreaming;
 mod map;
 mod memories;

@@ -3,7 +3,7 @@ use paddock_protocol::{ErrorInfo, EventType, RunUsage, StoredEvent, run_status};
 use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 
-use super::{SqliteStore, dreaming, map, memories, paging, skills};
+use super::{SqliteStore, automations, dreaming, map, memories, paging, skills};
 use crate::store::{BalanceChange, FailOutcome, IdempotencyFingerprint, Paged, ToolCallOutcome};
 use crate::{
     AccountRecord, AnswerOutcome, AttachmentOutcome, ClaimedRun, CompactionOutcome,
@@ -13,6 +13,7 @@ use crate::{
     SteeringAnswer, SteeringRecord, StepContext, Store, StoreError, ThreadRecord, ThreadTarget,
     ToolCallRecord,
 };
+use crate::{AutomationRecord, FireAutomation, FiringResult};
 use crate::{DreamingRules, DreamingStarted, StartDreaming};
 use crate::{MemoryFilter, MemoryRecord, SkillRecord};
 
@@ -334,15 +335,17 @@ async fn fail_tx(
 }
 
 /// A user message about to be stored in a thread.
-struct UserMessage<'a> {
-    message_id: &'a str,
-    content: &'a str,
-    attachments: &'a [paddock_protocol::Attachment],
+pub(super) struct UserMessage<'a> {
+    pub(super) message_id: &'a str,
+    pub(super) content: &'a str,
+    pub(super) attachments: &'a [paddock_protocol::Attachment],
+    /// Set when the message holds an automation's instructions (spec §9.3).
+    pub(super) automation_id: Option<&'a str>,
 }
 
 /// A user message of a thread, stored with the run it went to. `consumed: false` queues it
 /// for the run's next model call.
-async fn insert_user_message_tx(
+pub(super) async fn insert_user_message_tx(
     conn: &mut SqliteConnection,
     run: &RunRecord,
     thread_id: &str,
@@ -354,10 +357,11 @@ async fn insert_user_message_tx(
         message_id,
         content,
         attachments,
+        automation_id,
     } = message;
     sqlx::query(
         "INSERT INTO messages (id, deployment_id, thread_id, role, content, run_id, attachments, \
-         consumed, created_at) VALUES (?, ?, ?, 'user', ?, ?, ?, ?, ?)",
+         automation_id, consumed, created_at) VALUES (?, ?, ?, 'user', ?, ?, ?, ?, ?, ?)",
     )
     .bind(message_id)
     .bind(&run.deployment_id)
@@ -365,19 +369,24 @@ async fn insert_user_message_tx(
     .bind(content)
     .bind(&run.id)
     .bind(to_json(&attachments)?)
+    .bind(automation_id)
     .bind(i64::from(consumed))
     .bind(now)
     .execute(&mut *conn)
     .await?;
     touch_thread_tx(conn, Some(thread_id), now).await?;
+    let mut data = json!({
+        "message_id": message_id, "thread_id": thread_id, "run_id": run.id,
+        "role": "user", "content": content, "attachments": attachments,
+    });
+    if let (Some(a), Some(m)) = (automation_id, data.as_object_mut()) {
+        m.insert("automation_id".into(), json!(a));
+    }
     Ok(NewEvent {
         kind: EventType::Message,
         thread_id: Some(thread_id.to_owned()),
         run_id: Some(run.id.clone()),
-        data: json!({
-            "message_id": message_id, "thread_id": thread_id, "run_id": run.id,
-            "role": "user", "content": content, "attachments": attachments,
-        }),
+        data,
     })
 }
 
@@ -403,6 +412,105 @@ fn attachments_resolved(
             .iter()
             .take(attachments.len())
             .all(AttachmentOutcome::is_final)
+}
+
+/// A run about to start on an idle thread.
+pub(super) struct NewRun<'a> {
+    pub(super) run_id: &'a str,
+    /// `message`, `schedule` or `manual` (spec §5.1).
+    pub(super) trigger: &'a str,
+    pub(super) automation_id: Option<&'a str>,
+    /// Active (`running`) runs allowed per deployment before a new run is refused.
+    pub(super) max_active_runs: u32,
+}
+
+/// Starts a run on `thread_id` (which must have no active run) inside the caller's
+/// transaction: `LimitReached` when the deployment already has `max_active_runs` running. The
+/// run keeps the deployment's configuration and tool settings as they are now. The caller
+/// stores the run's input message and appends [`started_event`].
+pub(super) async fn insert_run_tx(
+    conn: &mut SqliteConnection,
+    deployment: &DeploymentRecord,
+    thread_id: &str,
+    new: NewRun<'_>,
+    now: i64,
+) -> Result<RunRecord, StoreError> {
+    let running: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM runs WHERE deployment_id = ? AND status = 'running'",
+    )
+    .bind(&deployment.id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if running >= i64::from(new.max_active_runs) {
+        return Err(StoreError::LimitReached(format!(
+            "Deployment {} already has {running} active runs.",
+            deployment.id
+        )));
+    }
+    // The run keeps the tool settings it starts with (spec §18 guarantee 34).
+    let mut config = deployment.config.clone();
+    config.disabled_tools = sqlx::query_scalar(
+        "SELECT name FROM tool_settings WHERE deployment_id = ? AND enabled = 0",
+    )
+    .bind(&deployment.id)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    let run = RunRecord {
+        id: new.run_id.to_owned(),
+        deployment_id: deployment.id.clone(),
+        thread_id: Some(thread_id.to_owned()),
+        status: run_status::RUNNING.to_owned(),
+        trigger: new.trigger.to_owned(),
+        automation_id: new.automation_id.map(str::to_owned),
+        model: deployment.config.model.clone(),
+        config,
+        steering_request: None,
+        error: None,
+        warnings: Vec::new(),
+        usage: RunUsage::default(),
+        step: 0,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO runs (id, deployment_id, thread_id, status, trigger, automation_id, model, \
+         config, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&run.id)
+    .bind(&run.deployment_id)
+    .bind(&run.thread_id)
+    .bind(&run.status)
+    .bind(&run.trigger)
+    .bind(&run.automation_id)
+    .bind(&run.model)
+    .bind(to_json(&run.config)?)
+    .bind(run.created_at)
+    .bind(run.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(run)
+}
+
+/// The `run_status` `running`/`started` event of a new run.
+pub(super) fn started_event(run: &RunRecord) -> NewEvent {
+    NewEvent {
+        kind: EventType::RunStatus,
+        thread_id: run.thread_id.clone(),
+        run_id: Some(run.id.clone()),
+        data: payload::run_status(
+            &run.id,
+            run.thread_id.as_deref(),
+            run_status::RUNNING,
+            &run.trigger,
+            run.automation_id.as_deref(),
+            Some("started"),
+            None,
+            None,
+        ),
+    }
 }
 
 async fn touch_thread_tx(
@@ -1011,6 +1119,17 @@ impl Store for SqliteStore {
                 "Thread {thread_id} has an active run; cancel it first."
             )));
         }
+        let automation: Option<String> =
+            sqlx::query_scalar("SELECT id FROM automations WHERE thread_id = ? LIMIT 1")
+                .bind(thread_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(a) = automation {
+            return Err(StoreError::Conflict(format!(
+                "Automation {a} targets thread {thread_id}; delete the automation or point it \
+                 at another thread first."
+            )));
+        }
         sqlx::query("DELETE FROM threads WHERE id = ?")
             .bind(thread_id)
             .execute(&mut *tx)
@@ -1099,60 +1218,18 @@ impl Store for SqliteStore {
         let (run, started) = match active {
             Some(r) => (map::run(&r)?, false),
             None => {
-                let running: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM runs WHERE deployment_id = ? AND status = 'running'",
+                let run = insert_run_tx(
+                    &mut tx,
+                    &deployment,
+                    &thread_id,
+                    NewRun {
+                        run_id: &s.new_run_id,
+                        trigger: "message",
+                        automation_id: None,
+                        max_active_runs: s.max_active_runs,
+                    },
+                    s.now,
                 )
-                .bind(&s.deployment_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                if running >= i64::from(s.max_active_runs) {
-                    return Err(StoreError::LimitReached(format!(
-                        "Deployment {} already has {running} active runs.",
-                        s.deployment_id
-                    )));
-                }
-                // The run keeps the tool settings it starts with (spec §18 guarantee 34).
-                let mut config = deployment.config.clone();
-                config.disabled_tools = sqlx::query_scalar(
-                    "SELECT name FROM tool_settings WHERE deployment_id = ? AND enabled = 0",
-                )
-                .bind(&s.deployment_id)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-                let run = RunRecord {
-                    id: s.new_run_id.clone(),
-                    deployment_id: s.deployment_id.clone(),
-                    thread_id: Some(thread_id.clone()),
-                    status: run_status::RUNNING.to_owned(),
-                    trigger: "message".to_owned(),
-                    automation_id: None,
-                    model: deployment.config.model.clone(),
-                    config,
-                    steering_request: None,
-                    error: None,
-                    warnings: Vec::new(),
-                    usage: RunUsage::default(),
-                    step: 0,
-                    created_at: s.now,
-                    updated_at: s.now,
-                    finished_at: None,
-                };
-                sqlx::query(
-                    "INSERT INTO runs (id, deployment_id, thread_id, status, trigger, model, config, \
-                     created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&run.id)
-                .bind(&run.deployment_id)
-                .bind(&run.thread_id)
-                .bind(&run.status)
-                .bind(&run.trigger)
-                .bind(&run.model)
-                .bind(to_json(&run.config)?)
-                .bind(run.created_at)
-                .bind(run.updated_at)
-                .execute(&mut *tx)
                 .await?;
                 (run, true)
             }
@@ -1170,6 +1247,7 @@ impl Store for SqliteStore {
                     message_id: &s.message_id,
                     content: &s.content,
                     attachments: &s.attachments,
+                    automation_id: None,
                 },
                 waiting,
                 s.now,
@@ -1184,21 +1262,7 @@ impl Store for SqliteStore {
             events.extend(resolved);
         }
         if started {
-            events.push(NewEvent {
-                kind: EventType::RunStatus,
-                thread_id: Some(thread_id.clone()),
-                run_id: Some(run.id.clone()),
-                data: payload::run_status(
-                    &run.id,
-                    Some(&thread_id),
-                    run_status::RUNNING,
-                    &run.trigger,
-                    None,
-                    Some("started"),
-                    None,
-                    None,
-                ),
-            });
+            events.push(started_event(&run));
         }
         let events = append_tx(&mut tx, &s.deployment_id, events, s.now).await?;
         tx.commit().await?;
@@ -1766,6 +1830,7 @@ impl Store for SqliteStore {
                         message_id: id,
                         content: text,
                         attachments: &[],
+                        automation_id: None,
                     },
                     !queued,
                     a.now,
@@ -2368,6 +2433,63 @@ impl Store for SqliteStore {
         error: Option<&ErrorInfo>,
     ) -> Result<(), StoreError> {
         skills::set_load(&self.writer, deployment_id, skill_id, description, error).await
+    }
+
+    async fn create_automation(
+        &self,
+        automation: &AutomationRecord,
+        new_thread: bool,
+        max: u32,
+    ) -> Result<(), StoreError> {
+        automations::create(&self.writer, automation, new_thread, max).await
+    }
+
+    async fn get_automation(
+        &self,
+        deployment_id: &str,
+        automation_id: &str,
+    ) -> Result<AutomationRecord, StoreError> {
+        automations::get(&self.reader, deployment_id, automation_id).await
+    }
+
+    async fn list_automations(
+        &self,
+        deployment_id: &str,
+        page: &PageRequest,
+    ) -> Result<Paged<AutomationRecord>, StoreError> {
+        automations::list(&self.reader, deployment_id, page).await
+    }
+
+    async fn update_automation(
+        &self,
+        automation: &AutomationRecord,
+        reschedule: bool,
+    ) -> Result<AutomationRecord, StoreError> {
+        automations::update(&self.writer, automation, reschedule).await
+    }
+
+    async fn delete_automation(
+        &self,
+        deployment_id: &str,
+        automation_id: &str,
+    ) -> Result<(), StoreError> {
+        automations::delete(&self.writer, deployment_id, automation_id).await
+    }
+
+    async fn due_automations(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<AutomationRecord>, StoreError> {
+        automations::due(&self.reader, now, limit).await
+    }
+
+    async fn deferred_automations(&self, limit: u32) -> Result<Vec<AutomationRecord>, StoreError> {
+        automations::deferred(&self.reader, limit).await
+    }
+
+    async fn fire_automation(&self, firing: FireAutomation) -> Result<FiringResult, StoreError> {
+        automations::fire(&self.writer, firing).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
