@@ -1073,11 +1073,15 @@ impl Sandbox for BubblewrapSandbox {
     }
 
     async fn probe(&self) -> Result<(), SandboxError> {
-        let workspace = self.config.runtime_dir.join("probe-workspace");
-        // The probe's cgroup is this process's own: another Paddock process on the host (a
-        // second node, a restart overlapping the old process) sweeps empty leaves of shared
-        // cgroups, and would remove a leaf this probe created before the probe entered it.
-        let probe_id = format!("paddock-probe-{}", std::process::id());
+        // The probe's workspace and cgroup are this process's own: the runtime directory is
+        // shared by every Paddock process on the host (a second node, a test suite starting
+        // several servers, a restart overlapping the old process). A shared probe workspace
+        // was chowned to each prober's uid in turn, so a concurrent probe found it owned by
+        // another uid ("Can't chdir to /workspace"); a shared cgroup leaf was swept by the
+        // other process before this probe entered it.
+        let pid = std::process::id();
+        let workspace = self.config.runtime_dir.join(format!("probe-workspace-{pid}"));
+        let probe_id = format!("paddock-probe-{pid}");
         let spec = DeploymentSandbox {
             memory_mb: 256,
             max_processes: 64,
@@ -1095,6 +1099,9 @@ impl Sandbox for BubblewrapSandbox {
         // Nothing of the probe is left behind (its cgroups are empty once `true` has exited).
         if let Err(e) = self.teardown(&probe_id).await {
             tracing::debug!(error = %e, "could not remove the probe's cgroups");
+        }
+        if let Err(e) = tokio::fs::remove_dir_all(&workspace).await {
+            tracing::debug!(error = %e, "could not remove the probe's workspace");
         }
         let output = output?;
         if output.success() {
