@@ -4,7 +4,12 @@ use paddock_protocol::{ErrorInfo, RunUsage, StoredEvent};
 use serde_json::Value;
 
 use crate::{
-    AccountRecord, AnswerOutcome, AttachmentOutcome, ClaimedRun, CompactionOutcome, CompactionRecord, DeploymentFilter, DeploymentRecord, DreamingRules, DreamingStarted, IdempotencyBegin, KeyRecord, Lease, MessageRecord, ModelResponse, NewCompaction, NewEvent, OverdueRequest, PageRequest, PauseRun, PendingAttachments, RunFilter, RunRecord, SecretRecord, SendMessage, SendOutcome, StartDreaming, SteeringAnswer, StepContext, StoreError, ThreadRecord, ToolCallRecord,
+    AccountRecord, AnswerOutcome, AttachmentOutcome, ClaimedRun, CompactionOutcome,
+    CompactionRecord, DeploymentFilter, DeploymentRecord, DreamingRules, DreamingStarted,
+    IdempotencyBegin, KeyRecord, Lease, MessageRecord, ModelResponse, NewCompaction, NewEvent,
+    OverdueRequest, PageRequest, PauseRun, PendingAttachments, RunFilter, RunRecord, SecretRecord,
+    SendMessage, SendOutcome, StartDreaming, SteeringAnswer, StepContext, StoreError, ThreadRecord,
+    ToolCallRecord,
 };
 use crate::{MemoryFilter, MemoryRecord, SkillRecord};
 
