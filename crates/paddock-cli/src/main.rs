@@ -106,7 +106,7 @@ fn render_error(err: &anyhow::Error) -> String {
     out
 }
 
-/// Logs to stderr at the level of `RUST_LOG` (default `info`).
+/// Logs to stderr at the level of `RUST_LOG` (default `info`), secret values redacted.
 fn init_logging(format: LogFormat) {
     let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
@@ -118,12 +118,42 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(RedactedStderr);
     // Setting the subscriber fails only if one is already set, which cannot happen here.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Stderr for log lines, through the secret redaction of spec §15.3: every secret value the
+/// process has handled ([`paddock_core::redaction::remember_for_logs`]) becomes
+/// `[secret:NAME]`, whatever crate logged it and at whatever level (rmcp logs whole JSON-RPC
+/// messages, tool results included, at debug and trace).
+struct RedactedStderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactedStderr {
+    type Writer = RedactingWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter(std::io::stderr())
+    }
+}
+
+/// One log event's writer: the formatter writes each event whole with one `write_all`, so a
+/// value is never split between two calls of [`std::io::Write::write`].
+struct RedactingWriter(std::io::Stderr);
+
+impl std::io::Write for RedactingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .write_all(&paddock_core::redaction::redact_logs(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 #[cfg(test)]

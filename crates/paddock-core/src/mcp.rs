@@ -145,6 +145,7 @@ pub(crate) async fn secret_values(
             .map(String::from_utf8)
         {
             Ok(Ok(v)) => {
+                crate::redaction::remember_for_logs(key, &v);
                 values.insert(key.clone(), v);
             }
             _ => {

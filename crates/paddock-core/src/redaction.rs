@@ -7,6 +7,13 @@
 //! holds back just enough text to catch a value split across deltas), to the stored agent
 //! message, and to error messages that quote an MCP server. A deployment has at most 100
 //! secrets, so a plain scan per value is enough.
+//!
+//! Logs are redacted apart, in the binary's log writer: every value this process has handled
+//! is remembered ([`remember_for_logs`]) and replaced in each log line ([`redact_logs`]), in
+//! the escaped forms a log line can carry it in too, whatever crate logged it.
+
+use std::borrow::Cow;
+use std::sync::{PoisonError, RwLock};
 
 use serde_json::Value;
 
@@ -181,6 +188,74 @@ impl Redactor {
     }
 }
 
+/// Every secret value this process has handled, with the forms a log line can carry it in:
+/// what [`redact_logs`] replaces (spec §15.3: values never appear in logs).
+static LOG_VALUES: RwLock<Redactor> = RwLock::new(Redactor {
+    patterns: Vec::new(),
+});
+
+/// The forms of `value` a log line can hold: as is (`Display` fields, messages), escaped by
+/// `Debug` (fields logged with `?`, e.g. a JSON-RPC message holding a tool result), escaped as
+/// a JSON string (`--log-format json`), and both nested either way.
+fn logged_forms(value: &str) -> Vec<String> {
+    fn unquote(s: String) -> String {
+        s.get(1..s.len().saturating_sub(1))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    }
+    let json = |s: &str| unquote(serde_json::to_string(s).unwrap_or_default());
+    let debug = |s: &str| unquote(format!("{s:?}"));
+    let mut forms = vec![
+        value.to_owned(),
+        debug(value),
+        json(value),
+        json(&debug(value)),
+        debug(&json(value)),
+    ];
+    forms.retain(|f| !f.is_empty());
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// Remembers `value`, referenced as `name`, for [`redact_logs`] for the rest of the process's
+/// life (a run's tasks may log after the run; a value no longer used is still a credential).
+/// Called wherever a value enters the process: when a secret is created and whenever one is
+/// decrypted. A value seen again under another name is labelled with the latest one.
+pub fn remember_for_logs(name: &str, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    let replacement = format!("[secret:{name}]");
+    let forms = logged_forms(value);
+    let known = |r: &Redactor| {
+        forms
+            .iter()
+            .all(|f| r.patterns.iter().any(|(v, n)| v == f && *n == replacement))
+    };
+    if known(&LOG_VALUES.read().unwrap_or_else(PoisonError::into_inner)) {
+        return;
+    }
+    let mut all = LOG_VALUES.write().unwrap_or_else(PoisonError::into_inner);
+    for form in forms {
+        match all.patterns.iter_mut().find(|(v, _)| *v == form) {
+            Some(pattern) => pattern.1.clone_from(&replacement),
+            None => all.patterns.push((form, replacement.clone())),
+        }
+    }
+    all.patterns.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+}
+
+/// `line` (one formatted log event) with every remembered value, in any of its logged forms,
+/// replaced by `[secret:NAME]`. Borrowed as it is when no value was remembered or none occurs.
+pub fn redact_logs(line: &[u8]) -> Cow<'_, [u8]> {
+    let all = LOG_VALUES.read().unwrap_or_else(PoisonError::into_inner);
+    if all.next_match_bytes(line, 0).is_none() {
+        return Cow::Borrowed(line);
+    }
+    Cow::Owned(all.redact_bytes(line))
+}
+
 /// Redacts a stream of byte chunks (file content served by the Files API): like
 /// [`StreamRedactor`], it holds back the tail that could begin a value split across chunks.
 #[derive(Debug, Default)]
@@ -315,5 +390,30 @@ mod tests {
             format!("{first}{}", s.finish()),
             "plain text that is long enough"
         );
+    }
+
+    // The log registry is process-wide: each test uses values of its own.
+    #[test]
+    fn log_lines_lose_remembered_values_in_every_logged_form() {
+        let value = r#"unit-"log\value-1"#;
+        let line = |v: &str| {
+            format!(
+                "a={v} b=String({v:?}) c={}",
+                serde_json::to_string(v).unwrap()
+            )
+        };
+        assert_eq!(redact_logs(line(value).as_bytes()), line(value).as_bytes());
+        remember_for_logs("FIRST", value);
+        let debug = format!("{:?}", format!("{value:?}"));
+        let json_of_debug = serde_json::to_string(&format!("{value:?}")).unwrap();
+        let text = format!("{} {debug} {json_of_debug}", line(value));
+        let out = String::from_utf8(redact_logs(text.as_bytes()).into_owned()).unwrap();
+        assert!(!out.contains("value-1"), "{out}");
+        assert_eq!(out.matches("[secret:FIRST]").count(), 5, "{out}");
+        // A later use labels the value with its latest name; other text is untouched.
+        remember_for_logs("SECOND", value);
+        let out = redact_logs(format!("x {value} y").as_bytes()).into_owned();
+        assert_eq!(out, b"x [secret:SECOND] y");
+        assert!(matches!(redact_logs(b"nothing here"), Cow::Borrowed(_)));
     }
 }

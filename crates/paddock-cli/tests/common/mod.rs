@@ -173,7 +173,14 @@ impl Paddock {
     /// Port 0 avoids the race of picking a free port first: the server binds, and its stdout
     /// says where.
     pub async fn start(home: &Home) -> Paddock {
+        Paddock::start_with_env(home, &[]).await
+    }
+
+    /// [`Paddock::start`] with extra environment variables (e.g. `RUST_LOG=trace`), set after
+    /// the defaults of [`paddock`] so they win.
+    pub async fn start_with_env(home: &Home, env: &[(&str, &str)]) -> Paddock {
         let mut command = paddock(home.dir.path());
+        command.envs(env.iter().copied());
         command
             .arg("serve")
             .arg("--config")

@@ -84,6 +84,9 @@ pub(crate) async fn create(
         )));
     };
     let id = new_id(prefix::SECRET);
+    // From here on the value is a secret: the log writer redacts it (spec §15.3), labelled
+    // with the secret's name (or id) until a run uses it under a deployment's key.
+    paddock_core::redaction::remember_for_logs(new.name.as_deref().unwrap_or(&id), &new.value);
     let ciphertext = secret_box
         .seal(&id, new.value.as_bytes())
         .map_err(|e| ApiError::from(StoreError::Conflict(e.to_string())))?;
