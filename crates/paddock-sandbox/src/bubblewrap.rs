@@ -1080,7 +1080,10 @@ impl Sandbox for BubblewrapSandbox {
         // another uid ("Can't chdir to /workspace"); a shared cgroup leaf was swept by the
         // other process before this probe entered it.
         let pid = std::process::id();
-        let workspace = self.config.runtime_dir.join(format!("probe-workspace-{pid}"));
+        let workspace = self
+            .config
+            .runtime_dir
+            .join(format!("probe-workspace-{pid}"));
         let probe_id = format!("paddock-probe-{pid}");
         let spec = DeploymentSandbox {
             memory_mb: 256,
