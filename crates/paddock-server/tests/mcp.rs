@@ -287,6 +287,53 @@ async fn a_loopback_server_is_refused_unless_the_operator_allows_it() {
     );
 }
 
+/// Spec §1.13 for MCP URLs: private, link-local (metadata) and unique-local addresses are
+/// refused like loopback, before any connection, each as a run warning naming the address.
+#[tokio::test]
+async fn private_and_metadata_servers_are_refused_before_connecting() {
+    let t = TestServer::start().await;
+    let servers = [
+        ("private", "http://10.0.0.5/mcp", "10.0.0.5"),
+        ("metadata", "http://169.254.169.254/mcp", "169.254.169.254"),
+        ("ula", "http://[fc00::1]/mcp", "fc00::1"),
+        ("mapped", "http://[::ffff:192.168.1.1]/mcp", "192.168.1.1"),
+    ];
+    let config: Vec<Value> = servers
+        .iter()
+        .map(|(name, url, _)| json!({"name": name, "url": url}))
+        .collect();
+    let d = t.ready_deployment(json!({"mcp_servers": config})).await;
+    t.fake.push(Script::new().text("No tools."));
+    let (run_id, events) = run_to_end(&t, &d.deployment_id, "Hello.").await;
+    assert_eq!(events.last().unwrap().data["status"], "completed");
+    let run = t.admin.get_run(&d.deployment_id, &run_id).await.unwrap();
+    assert_eq!(run.warnings.len(), servers.len(), "{:#?}", run.warnings);
+    for (name, _, address) in servers {
+        let warning = run
+            .warnings
+            .iter()
+            .map(|w| w["message"].as_str().unwrap_or_default())
+            .find(|m| m.contains(name))
+            .unwrap_or_else(|| panic!("no warning for {name}: {:#?}", run.warnings));
+        assert!(
+            warning.contains("refused") && warning.contains(address),
+            "{name}: {warning}"
+        );
+    }
+    // The model was offered no tool of theirs.
+    let request = &t.fake.requests()[0];
+    let tools = request["tools"].as_array().cloned().unwrap_or_default();
+    assert!(
+        tools.iter().all(|tool| {
+            let name = tool["function"]["name"].as_str().unwrap_or_default();
+            servers
+                .iter()
+                .all(|(s, _, _)| !name.starts_with(&format!("{s}__")))
+        }),
+        "{tools:#?}"
+    );
+}
+
 /// `GET …/tools` response `data`, asserting 200.
 async fn list_tools(t: &TestServer, dep: &str, query: &str) -> Vec<Value> {
     let r = t
