@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::map;
-use super::store_impl::{append_tx, has_credits_tx};
+use super::store_impl::{append_tx, disabled_tools_tx, has_credits_tx};
 use crate::{DreamingRules, DreamingStarted, NewEvent, RunRecord, StartDreaming, StoreError};
 
 /// The trigger of a dreaming run.
@@ -73,15 +73,7 @@ pub(super) async fn start(
     let deployment = map::deployment(&row)?;
     let previous: Option<i64> = row.try_get("pass_at")?;
     let mut config = deployment.config.clone();
-    // The tool settings the run starts with (spec §18 guarantee 34), as for any run.
-    config.disabled_tools = sqlx::query_scalar(
-        "SELECT name FROM tool_settings WHERE deployment_id = ? AND enabled = 0",
-    )
-    .bind(&s.deployment_id)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
+    config.disabled_tools = disabled_tools_tx(&mut tx, &s.deployment_id).await?;
     (s.restrict)(&mut config);
     let run = RunRecord {
         id: s.run_id.clone(),

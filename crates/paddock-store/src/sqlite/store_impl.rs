@@ -424,6 +424,21 @@ pub(super) struct NewRun<'a> {
     pub(super) max_active_runs: u32,
 }
 
+/// The tools disabled on a deployment now: a run keeps the tool settings it starts with
+/// (spec §18 guarantee 34), so every way of starting a run reads them in its own transaction.
+pub(super) async fn disabled_tools_tx(
+    conn: &mut SqliteConnection,
+    deployment_id: &str,
+) -> Result<std::collections::BTreeSet<String>, StoreError> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM tool_settings WHERE deployment_id = ? AND enabled = 0",
+    )
+    .bind(deployment_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(names.into_iter().collect())
+}
+
 /// Starts a run on `thread_id` (which must have no active run) inside the caller's
 /// transaction: `LimitReached` when the deployment already has `max_active_runs` running. The
 /// run keeps the deployment's configuration and tool settings as they are now. The caller
@@ -447,16 +462,8 @@ pub(super) async fn insert_run_tx(
             deployment.id
         )));
     }
-    // The run keeps the tool settings it starts with (spec §18 guarantee 34).
     let mut config = deployment.config.clone();
-    config.disabled_tools = sqlx::query_scalar(
-        "SELECT name FROM tool_settings WHERE deployment_id = ? AND enabled = 0",
-    )
-    .bind(&deployment.id)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect();
+    config.disabled_tools = disabled_tools_tx(conn, &deployment.id).await?;
     let run = RunRecord {
         id: new.run_id.to_owned(),
         deployment_id: deployment.id.clone(),
