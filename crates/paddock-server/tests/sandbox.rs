@@ -555,3 +555,78 @@ async fn a_fork_bomb_and_a_memory_hog_are_stopped_by_their_limits_while_others_r
         assert_eq!(events_a.last().unwrap().data["status"], "completed");
     }
 }
+
+/// Spec §7.4: with `features.filesystem_webhooks`, what a shell command did to the workspace is
+/// reported as `filesystem` events of its call (the workspace compared before and after it), before
+/// the call's `tool_result`: a `mv` is `deleted` + `created`, an `rm` is `deleted`, and nothing
+/// under `.paddock/` is reported.
+#[tokio::test]
+async fn shell_mv_and_rm_are_reported_as_filesystem_events() {
+    let t = TestServer::start().await;
+    let d = t
+        .ready_deployment(json!({"features": {"filesystem_webhooks": true}}))
+        .await;
+    let mut stream = open_events(&t.admin, &d.deployment_id).await;
+    t.fake.push(Script::new().tool_call(
+        "call_make",
+        "shell",
+        json!({"command": "echo one > a.txt && mkdir -p docs && echo three > docs/c.txt"}),
+    ));
+    t.fake.push(Script::new().tool_call(
+        "call_move",
+        "shell",
+        json!({"command": "mv a.txt b.txt && rm docs/c.txt && mkdir -p .paddock/scratch \
+                           && echo x > .paddock/scratch/y.txt"}),
+    ));
+    t.fake.push(Script::new().text("Done."));
+    let run = t
+        .admin
+        .send_message(&d.deployment_id, "Go", None, &[])
+        .await
+        .unwrap();
+    let events = collect_until(&mut stream, |e| is_terminal(e, &run.run_id)).await;
+    assert_eq!(events.last().unwrap().data["status"], "completed");
+
+    // The filesystem events reported before each call's result, as "change path".
+    let mut per_call: Vec<(String, Vec<String>)> = Vec::new();
+    let mut pending = Vec::new();
+    for e in &events {
+        match e.event.as_str() {
+            "filesystem" => {
+                assert_eq!(e.data["run_id"], run.run_id.as_str(), "{e:?}");
+                pending.push(format!(
+                    "{} {}",
+                    e.data["change"].as_str().unwrap(),
+                    e.data["path"].as_str().unwrap()
+                ));
+            }
+            "tool_result" => {
+                pending.sort();
+                per_call.push((
+                    e.data["call_id"].as_str().unwrap().to_owned(),
+                    std::mem::take(&mut pending),
+                ));
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        pending.is_empty(),
+        "events after the last result: {pending:?}"
+    );
+    let expected = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        per_call,
+        vec![
+            (
+                "call_make".to_owned(),
+                expected(&["created a.txt", "created docs/c.txt"])
+            ),
+            (
+                "call_move".to_owned(),
+                expected(&["created b.txt", "deleted a.txt", "deleted docs/c.txt"])
+            ),
+        ],
+        "{events:#?}"
+    );
+}
