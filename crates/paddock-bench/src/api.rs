@@ -116,12 +116,7 @@ impl Api {
 
     /// Creates `n` ready deployments on `model`, a few at a time.
     pub async fn ready_deployments(&self, n: usize, model: &str) -> anyhow::Result<Vec<String>> {
-        let made: Vec<anyhow::Result<String>> = futures::stream::iter(0..n)
-            .map(|i| async move { self.ready_deployment(model, &format!("bench {i}")).await })
-            .buffered(16)
-            .collect()
-            .await;
-        made.into_iter().collect()
+        ready_deployments_across(std::slice::from_ref(self), n, model).await
     }
 
     /// `POST /v1/deployments/:dep/messages`; `thread` `None` is the default thread.
@@ -184,6 +179,27 @@ impl Api {
                 .map(|e| e.map_err(|e| anyhow::anyhow!("sse: {e}"))),
         ))
     }
+}
+
+/// Creates `n` ready deployments on `model`, a few at a time, the `i`th through
+/// `apis[i % apis.len()]` (several nodes of one cluster: each client's deployment is made on
+/// the node that client talks to).
+pub async fn ready_deployments_across(
+    apis: &[Api],
+    n: usize,
+    model: &str,
+) -> anyhow::Result<Vec<String>> {
+    anyhow::ensure!(!apis.is_empty(), "no server to create deployments on");
+    let made: Vec<anyhow::Result<String>> = futures::stream::iter(0..n)
+        .map(|i| async move {
+            apis[i % apis.len()]
+                .ready_deployment(model, &format!("bench {i}"))
+                .await
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    made.into_iter().collect()
 }
 
 /// The `n` of an event's `evt_<n>` id.

@@ -82,6 +82,28 @@ enum Command {
         #[arg(long)]
         absent: Vec<String>,
     },
+    /// End-to-end runs/s with 1, 3… in-process nodes sharing one PostgreSQL database (a fresh
+    /// schema per node count, dropped afterwards); writes cluster.md and cluster.json.
+    Cluster {
+        /// The PostgreSQL database the nodes share (loopback only).
+        #[arg(long, env = "PADDOCK_DATABASE_URL")]
+        database_url: String,
+        /// Node counts to measure, one after another (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        nodes: Vec<usize>,
+        /// Client counts at each node count (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "8,32")]
+        concurrency: Vec<usize>,
+        /// Runs per concurrency level (the level also stops after --max-seconds).
+        #[arg(long, default_value_t = 3000)]
+        runs: usize,
+        /// Upper bound on one concurrency level's time, in seconds.
+        #[arg(long, default_value_t = 120)]
+        max_seconds: u64,
+        /// Write cluster.md and cluster.json here.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+    },
     /// Serve the fake OpenAI-compatible model (profiles by model name; see the docs).
     FakeModel {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -221,6 +243,42 @@ async fn main() -> anyhow::Result<()> {
             };
             let report = paddock_bench::run(&ctx, &common.only, &command_line).await;
             write(&common.out, "bench", &report)
+        }
+        Command::Cluster {
+            database_url,
+            nodes,
+            concurrency,
+            runs,
+            max_seconds,
+            out,
+        } => {
+            api::check_loopback(&database_url)?;
+            let command_line = command_line.replace(
+                &database_url,
+                &paddock_bench::target::redact_password(&database_url),
+            );
+            anyhow::ensure!(
+                !nodes.contains(&0) && !concurrency.contains(&0),
+                "--nodes and --concurrency must be positive"
+            );
+            machine::raise_open_files_limit();
+            let exe = std::env::current_exe().ok();
+            let scale = Scale {
+                runs_levels: concurrency,
+                runs_duration: Duration::from_secs(max_seconds),
+                runs_max: runs,
+                ..Scale::full()
+            };
+            let ctx = Ctx {
+                spec: TargetSpec::InProcess,
+                scale,
+                fake: Fake::start(exe.as_ref()).await?,
+                exe,
+                verbose: true,
+            };
+            let report =
+                paddock_bench::run_cluster(&ctx, &database_url, &nodes, &command_line).await;
+            write(&out, "cluster", &report)
         }
         Command::Peers {
             common,

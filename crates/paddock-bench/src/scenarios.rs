@@ -5,16 +5,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use futures::StreamExt;
 use tokio::task::JoinSet;
 
-use crate::api::{Api, wait_terminal};
+use crate::api::{Api, ready_deployments_across, wait_terminal};
 use crate::bare::BareAxum;
 use crate::fake::{parse_stamp, unix_micros};
 use crate::report::Row;
 use crate::stats::Summary;
 use crate::subscribe::{self, FANOUT_PREFIX};
-use crate::target::{Fake, Target, TargetSpec};
+use crate::target::{Cluster, Fake, Target, TargetSpec};
 
 /// How big each scenario is.
 #[derive(Debug, Clone)]
@@ -226,22 +227,22 @@ pub async fn accept(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// One worker per deployment: post, wait for the run's terminal status on SSE, repeat.
+/// One worker per deployment: post, wait for the run's terminal status on SSE, repeat. Worker
+/// `i` talks to `apis[i % apis.len()]` for both (several nodes: clients spread round-robin).
 /// Returns (completed run latencies ms, errors, elapsed).
 async fn run_loop(
-    api: &Api,
+    apis: &[Api],
     deps: &[String],
-    models_note: &str,
     duration: Duration,
     max: usize,
 ) -> anyhow::Result<(Vec<f64>, usize, Duration, Option<String>)> {
-    let _ = models_note;
+    anyhow::ensure!(!apis.is_empty(), "no server to drive");
     let started = Instant::now();
     let deadline = started + duration;
     let count = Arc::new(AtomicUsize::new(0));
     let mut set = JoinSet::new();
-    for dep in deps {
-        let (api, dep, count) = (api.clone(), dep.clone(), count.clone());
+    for (i, dep) in deps.iter().enumerate() {
+        let (api, dep, count) = (apis[i % apis.len()].clone(), dep.clone(), count.clone());
         set.spawn(async move {
             let mut events = api.events(&dep, None).await?;
             let mut lat = Vec::new();
@@ -282,50 +283,131 @@ async fn run_loop(
     Ok((all, errors, started.elapsed(), first))
 }
 
-/// End-to-end runs per second on the instant model: message → `completed` seen on SSE.
-pub async fn runs(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+/// How the runs/s rows of one set of servers are named and judged.
+struct RunsCase<'a> {
+    /// Start of each case: `paddock` gives `paddock, concurrency 10`.
+    label: &'a str,
+    /// Appended to each runs/s row's note, if any.
+    note: Option<&'a str>,
+    /// Whether the rows carry the "≥ 50× the peer" target (judged in the peers table).
+    peer_target: bool,
+}
+
+/// The runs/s driver at each of `ctx.scale.runs_levels`: `c` fresh deployments on the instant
+/// model (spread round-robin over `apis`), one client each, for `runs_duration` or
+/// `runs_max` runs, whichever comes first; a runs/s row and a per-run latency row per level.
+async fn runs_at_levels(
+    ctx: &Ctx,
+    apis: &[Api],
+    model: &str,
+    case: &RunsCase<'_>,
+) -> anyhow::Result<Vec<Row>> {
     const S: &str = "end-to-end runs/s";
-    let target = Target::start(&ctx.spec, &ctx.fake, |_| {}).await?;
+    let label = case.label;
     let mut rows = Vec::new();
     for &c in &ctx.scale.runs_levels {
-        ctx.log(format!("runs/s: concurrency {c}"));
-        let deps = target
-            .api
-            .ready_deployments(c, &target.model("instant"))
-            .await?;
-        let (lat, errors, elapsed, first) = run_loop(
-            &target.api,
-            &deps,
-            "instant",
-            ctx.scale.runs_duration,
-            ctx.scale.runs_max,
-        )
-        .await?;
+        ctx.log(format!("runs/s: {label}, concurrency {c}"));
+        let deps = ready_deployments_across(apis, c, model).await?;
+        let (lat, errors, elapsed, first) =
+            run_loop(apis, &deps, ctx.scale.runs_duration, ctx.scale.runs_max).await?;
         let rate = lat.len() as f64 / elapsed.as_secs_f64();
         let mut row =
-            Row::value(S, format!("paddock, concurrency {c}"), "runs/s", rate).note(format!(
+            Row::value(S, format!("{label}, concurrency {c}"), "runs/s", rate).note(format!(
                 "{} runs in {:.1} s; one deployment + SSE stream per client",
                 lat.len(),
                 elapsed.as_secs_f64()
             ));
+        if let Some(note) = case.note {
+            row = row.note(note);
+        }
         if errors > 0 {
             row = row.note(format!("{errors} errors: {}", first.unwrap_or_default()));
         }
-        rows.push(row.target(
-            "≥ 50× the peer's runs/s",
-            None,
-            "judged against the peer in the peers table (scripts/bench)",
-        ));
+        if case.peer_target {
+            row = row.target(
+                "≥ 50× the peer's runs/s",
+                None,
+                "judged against the peer in the peers table (scripts/bench)",
+            );
+        }
+        rows.push(row);
         rows.push(Row::dist(
             S,
-            format!("paddock, concurrency {c}: per-run latency"),
+            format!("{label}, concurrency {c}: per-run latency"),
             "ms",
             &lat,
         ));
-        settle(ctx, &target.api.http, Duration::from_secs(20)).await;
+        if let Some(api) = apis.first() {
+            settle(ctx, &api.http, Duration::from_secs(20)).await;
+        }
     }
-    target.stop().await?;
     Ok(rows)
+}
+
+/// End-to-end runs per second on the instant model: message → `completed` seen on SSE.
+pub async fn runs(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let target = Target::start(&ctx.spec, &ctx.fake, |_| {}).await?;
+    let case = RunsCase {
+        label: "paddock",
+        note: None,
+        peer_target: true,
+    };
+    let rows = runs_at_levels(
+        ctx,
+        std::slice::from_ref(&target.api),
+        &target.model("instant"),
+        &case,
+    )
+    .await;
+    target.stop().await?;
+    rows
+}
+
+/// End-to-end runs/s with `n` in-process nodes on one PostgreSQL database, for each `n` of
+/// `node_counts` (`docs/scaling-out.md`): a fresh schema per node count in the database at
+/// `database_url` (dropped afterwards), then the runs/s driver with its clients spread
+/// round-robin over the nodes. A node count that fails becomes a `FAILED` row; the others
+/// still run.
+pub async fn cluster(ctx: &Ctx, database_url: &str, node_counts: &[usize]) -> Vec<Row> {
+    const S: &str = "end-to-end runs/s";
+    let machine = crate::machine::Machine::describe();
+    let mut rows = Vec::new();
+    for &n in node_counts {
+        let nodes = if n == 1 { "node" } else { "nodes" };
+        let label = format!("paddock, PostgreSQL, {n} {nodes}");
+        let schema = format!("bench_cluster_{}_{n}", std::process::id());
+        ctx.log(format!("cluster: {n} {nodes} on schema {schema}"));
+        let done = async {
+            let cluster = Cluster::start(database_url, &schema, n, &ctx.fake, |_| {}).await?;
+            let note = format!(
+                "{n} {nodes} in this process, clients round-robin over them; every node, \
+                 PostgreSQL, the clients and the fake model share this machine's {} cores ({})",
+                machine.cores, machine.cpu_model
+            );
+            let case = RunsCase {
+                label: &label,
+                note: Some(&note),
+                peer_target: false,
+            };
+            let model = cluster
+                .nodes
+                .first()
+                .map(|t| t.model("instant"))
+                .unwrap_or_default();
+            let measured = runs_at_levels(ctx, &cluster.apis(), &model, &case).await;
+            let stopped = cluster.stop().await;
+            let measured = measured?;
+            stopped.context("stop the nodes and drop the schema")?;
+            anyhow::Ok(measured)
+        };
+        match done.await {
+            Ok(r) => rows.extend(r),
+            Err(e) => rows.push(
+                Row::value(S, format!("{label}: FAILED"), "", f64::NAN).note(format!("{e:#}")),
+            ),
+        }
+    }
+    rows
 }
 
 /// Time from the model's first content byte (the fake's stamp) to the first `token` event at
@@ -740,7 +822,12 @@ pub async fn soak(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let duration = ctx.scale.soak_duration;
     ctx.log(format!("soak: {:.0} s", duration.as_secs_f64()));
     let started = Instant::now();
-    let load = run_loop(&target.api, &deps, "mixed", duration, usize::MAX);
+    let load = run_loop(
+        std::slice::from_ref(&target.api),
+        &deps,
+        duration,
+        usize::MAX,
+    );
     let churn = {
         let api = target.api.clone();
         let dep = deps[0].clone();

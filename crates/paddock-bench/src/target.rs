@@ -152,20 +152,7 @@ impl Target {
                 let dir = tempfile::tempdir()?;
                 let mut settings = bench_settings(dir.path(), &fake.base_url());
                 tweak(&mut settings);
-                let server = Server::start(settings).await?;
-                let key = server
-                    .bootstrap_key()
-                    .context("fresh server made no admin key")?
-                    .to_owned();
-                let api = Api::new(format!("http://{}", server.local_addr()), key);
-                Ok(Target {
-                    api,
-                    provider: "fake".to_owned(),
-                    pid: None,
-                    in_process: true,
-                    server: Some(server),
-                    _dir: Some(dir),
-                })
+                Target::in_process(settings, dir, None).await
             }
             TargetSpec::Remote {
                 url,
@@ -184,6 +171,33 @@ impl Target {
                 })
             }
         }
+    }
+
+    /// Starts a server in this process with `settings` (whose data directory is `dir`, kept
+    /// until the target is dropped). `key`: the admin key to use when the database is not
+    /// fresh (another node made it); `None` needs the key this start bootstraps.
+    async fn in_process(
+        settings: ServerSettings,
+        dir: tempfile::TempDir,
+        key: Option<String>,
+    ) -> anyhow::Result<Target> {
+        let server = Server::start(settings).await?;
+        let key = match key {
+            Some(k) => k,
+            None => server
+                .bootstrap_key()
+                .context("fresh server made no admin key")?
+                .to_owned(),
+        };
+        let api = Api::new(format!("http://{}", server.local_addr()), key);
+        Ok(Target {
+            api,
+            provider: "fake".to_owned(),
+            pid: None,
+            in_process: true,
+            server: Some(server),
+            _dir: Some(dir),
+        })
     }
 
     /// `provider/profile`, e.g. `fake/instant`.
@@ -214,5 +228,139 @@ impl Target {
             }
         }
         Ok(())
+    }
+}
+
+/// `url` with every connection's `search_path` set to `schema` (sqlx passes `options` on to
+/// PostgreSQL), so a node started on it keeps its tables there.
+pub fn schema_url(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// Several in-process nodes on one PostgreSQL schema (`docs/scaling-out.md`): distinct node
+/// ids and data directories, one shared directory and one master key. The schema is made
+/// fresh by [`Cluster::start`] and dropped by [`Cluster::stop`].
+pub struct Cluster {
+    /// The nodes, in start order; the first made the admin key every node's API uses.
+    pub nodes: Vec<Target>,
+    database_url: String,
+    schema: String,
+    shared: tempfile::TempDir,
+}
+
+/// `url` with its password, if any, replaced by `***`: for messages and the report's command.
+pub fn redact_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            // Cannot fail: a URL that has a password has a host.
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Runs `sql` on its own short-lived connection to `database_url`.
+async fn execute(database_url: &str, sql: &str) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(database_url)
+        .await
+        .with_context(|| format!("connect to PostgreSQL at {}", redact_password(database_url)))?;
+    let done = sqlx::query(sql).execute(&pool).await;
+    pool.close().await;
+    done.with_context(|| format!("PostgreSQL: {sql}"))?;
+    Ok(())
+}
+
+impl Cluster {
+    /// Creates schema `schema` (letters, digits, `_`) in the database at `database_url`
+    /// (loopback only), then starts `n` nodes on it one after another: the first start runs
+    /// the migrations, writes the shared directory's identity and bootstraps the admin key,
+    /// which the others then find. `tweak` changes every node's settings. On failure the
+    /// nodes started so far are stopped and the schema is dropped.
+    pub async fn start(
+        database_url: &str,
+        schema: &str,
+        n: usize,
+        fake: &Fake,
+        tweak: impl Fn(&mut ServerSettings),
+    ) -> anyhow::Result<Cluster> {
+        crate::api::check_loopback(database_url)?;
+        anyhow::ensure!(
+            schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "schema name {schema:?}: letters, digits and `_` only"
+        );
+        execute(database_url, &format!("CREATE SCHEMA {schema}")).await?;
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            database_url: database_url.to_owned(),
+            schema: schema.to_owned(),
+            shared: tempfile::tempdir()?,
+        };
+        match cluster.start_nodes(n, fake, tweak).await {
+            Ok(()) => Ok(cluster),
+            Err(e) => {
+                if let Err(stop) = cluster.stop().await {
+                    eprintln!("[bench] cleaning up after a failed cluster start: {stop:#}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_nodes(
+        &mut self,
+        n: usize,
+        fake: &Fake,
+        tweak: impl Fn(&mut ServerSettings),
+    ) -> anyhow::Result<()> {
+        // Secrets written by one node must open on every other.
+        let master_key =
+            paddock_store::SecretBox::parse(&paddock_store::SecretBox::generate_key_text())?;
+        let url = schema_url(&self.database_url, &self.schema);
+        for i in 0..n {
+            let dir = tempfile::tempdir()?;
+            let mut s = bench_settings(dir.path(), &fake.base_url());
+            s.database.url = Some(url.clone());
+            s.shared_dir = Some(self.shared.path().to_path_buf());
+            s.node_id = Some(format!("node_bench{i}"));
+            s.master_key = Some(master_key.clone());
+            tweak(&mut s);
+            let key = self.nodes.first().map(|t| t.api.key.clone());
+            let node = Target::in_process(s, dir, key)
+                .await
+                .with_context(|| format!("start node {i} of {n}"))?;
+            self.nodes.push(node);
+        }
+        Ok(())
+    }
+
+    /// Every node's API, in start order.
+    pub fn apis(&self) -> Vec<Api> {
+        self.nodes.iter().map(|t| t.api.clone()).collect()
+    }
+
+    /// Stops every node (last first), then drops the schema, even when a stop failed.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let mut first_err = None;
+        while let Some(node) = self.nodes.pop() {
+            if let Err(e) = node.stop().await {
+                first_err.get_or_insert(e);
+            }
+        }
+        let dropped = execute(
+            &self.database_url,
+            &format!("DROP SCHEMA {} CASCADE", self.schema),
+        )
+        .await;
+        match (first_err, dropped) {
+            (Some(e), _) => Err(e),
+            (None, r) => r,
+        }
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use paddock_model::ProviderConfig;
-use paddock_server::ServerSettings;
+use paddock_server::{DatabaseSettings, ServerSettings};
 use serde::Deserialize;
 
 /// The file looked for in the current directory when no `--config` is given.
@@ -35,6 +35,9 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Where the database, workspaces, models and key files live.
     pub data_dir: Option<PathBuf>,
+    /// Where workspaces and snapshots live instead of `data_dir`: on several nodes, a
+    /// filesystem all of them mount.
+    pub shared_dir: Option<PathBuf>,
     /// Base URL used in URLs Paddock returns.
     pub public_url: Option<String>,
     /// The model a deployment gets when it names none (`provider/name`).
@@ -51,6 +54,9 @@ pub struct FileConfig {
     /// Embedded models usable as `local/<name>`: name → GGUF path.
     #[serde(default)]
     pub local_models: BTreeMap<String, PathBuf>,
+    /// `[database]`.
+    #[serde(default)]
+    pub database: DatabaseSection,
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -87,6 +93,33 @@ pub struct FileConfig {
     /// `[automations]`.
     #[serde(default)]
     pub automations: AutomationsSection,
+}
+
+/// `[database]`: SQLite in the data directory, or a PostgreSQL database several nodes share.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// `postgres://…` or `postgresql://…`; unset: SQLite at `<data_dir>/paddock.db`.
+    pub url: Option<String>,
+    /// Connections this node opens to PostgreSQL.
+    pub max_connections: Option<u32>,
+    /// Seconds a request waits for a free PostgreSQL connection.
+    pub acquire_timeout_secs: Option<u64>,
+    /// Milliseconds between looks for events other nodes committed.
+    pub event_poll_interval_ms: Option<u64>,
+}
+
+// The URL may carry a password: `Debug` shows only whether one is set, as
+// `DatabaseSettings` does.
+impl std::fmt::Debug for DatabaseSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSection")
+            .field("url", &self.url.as_ref().map(|_| "[set]"))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .field("event_poll_interval_ms", &self.event_poll_interval_ms)
+            .finish()
+    }
 }
 
 /// `[attachments]`: fetching the attachments of messages (spec §4.3).
@@ -259,8 +292,8 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
-    /// Parses `text` as the file at `path`. Relative `data_dir` and `[local_models]` paths are
-    /// taken relative to the directory of `path`.
+    /// Parses `text` as the file at `path`. Relative `data_dir`, `shared_dir` and
+    /// `[local_models]` paths are taken relative to the directory of `path`.
     pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
         let mut config: FileConfig = toml::from_str(text)
             .with_context(|| format!("invalid configuration file {}", path.display()))?;
@@ -269,6 +302,12 @@ impl ConfigFile {
             config.data_dir = Some(
                 resolve_path(base, dir)
                     .with_context(|| format!("`data_dir` in {}", path.display()))?,
+            );
+        }
+        if let Some(dir) = config.shared_dir.take() {
+            config.shared_dir = Some(
+                resolve_path(base, dir)
+                    .with_context(|| format!("`shared_dir` in {}", path.display()))?,
             );
         }
         config.local_models = std::mem::take(&mut config.local_models)
@@ -328,6 +367,11 @@ fn resolve_path(base: &Path, path: PathBuf) -> anyhow::Result<PathBuf> {
 pub const ENV_LISTEN: &str = "PADDOCK_LISTEN";
 /// The environment variable of `data_dir`.
 pub const ENV_DATA_DIR: &str = "PADDOCK_DATA_DIR";
+/// The environment variable of `shared_dir`.
+pub const ENV_SHARED_DIR: &str = "PADDOCK_SHARED_DIR";
+/// The environment variable of `database.url` (preferable to the flag for a URL with a
+/// password: flags show in the process list).
+pub const ENV_DATABASE_URL: &str = "PADDOCK_DATABASE_URL";
 /// The environment variable of `public_url`.
 pub const ENV_PUBLIC_URL: &str = "PADDOCK_PUBLIC_URL";
 /// The environment variable of `default_model`.
@@ -344,6 +388,10 @@ pub struct Layer {
     pub listen: Option<String>,
     /// `data_dir` / `PADDOCK_DATA_DIR` / `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `shared_dir` / `PADDOCK_SHARED_DIR` / `--shared-dir`.
+    pub shared_dir: Option<PathBuf>,
+    /// `database.url` / `PADDOCK_DATABASE_URL` / `--database-url`.
+    pub database_url: Option<String>,
     /// `public_url` / `PADDOCK_PUBLIC_URL` / `--public-url`.
     pub public_url: Option<String>,
     /// `default_model` / `PADDOCK_DEFAULT_MODEL` / `--default-model`.
@@ -360,6 +408,8 @@ impl Layer {
         Self {
             listen: get(ENV_LISTEN),
             data_dir: get(ENV_DATA_DIR).map(PathBuf::from),
+            shared_dir: get(ENV_SHARED_DIR).map(PathBuf::from),
+            database_url: get(ENV_DATABASE_URL),
             public_url: get(ENV_PUBLIC_URL),
             default_model: get(ENV_DEFAULT_MODEL),
             metrics_token: get(ENV_METRICS_TOKEN),
@@ -377,6 +427,16 @@ pub struct ConfigArgs {
     /// [env: PADDOCK_DATA_DIR] [default: ./paddock-data]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// The `--database-url` option of the commands that open the database (`serve`, `keys`).
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL database shared by several nodes, postgres://USER@HOST/DB. A URL with a
+    /// password is better given in PADDOCK_DATABASE_URL or paddock.toml: flags show in `ps`
+    /// [env: PADDOCK_DATABASE_URL] [default: SQLite at <data_dir>/paddock.db]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 impl ConfigArgs {
@@ -439,10 +499,79 @@ impl Sources {
             .with_context(|| format!("invalid data directory `{}`", dir.display()))
     }
 
+    /// The shared directory (workspaces, snapshots), made absolute; `None`: the data directory.
+    pub fn shared_dir(&self) -> anyhow::Result<Option<PathBuf>> {
+        pick(
+            self,
+            "shared_dir",
+            ENV_SHARED_DIR,
+            Some("--shared-dir"),
+            |l| l.shared_dir.clone(),
+            self.file.config.shared_dir.clone(),
+        )
+        .map(|(dir, origin)| {
+            std::path::absolute(&dir).with_context(|| {
+                format!(
+                    "invalid shared directory `{}` (from {origin})",
+                    dir.display()
+                )
+            })
+        })
+        .transpose()
+    }
+
+    /// The `[database]` settings: the URL from flag, environment or file, the pool and poll
+    /// settings from the file. `keys` needs these without the rest of the server's settings.
+    pub fn database(&self) -> anyhow::Result<DatabaseSettings> {
+        let mut d = DatabaseSettings::default();
+        if let Some((url, origin)) = pick(
+            self,
+            "database.url",
+            ENV_DATABASE_URL,
+            Some("--database-url"),
+            |l| l.database_url.clone(),
+            self.file.config.database.url.clone(),
+        ) {
+            let url = url.trim();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                // The message names where the URL came from, never the URL: it may hold a
+                // password.
+                bail!(
+                    "invalid database URL (from {origin}): it must start with postgres:// or \
+                     postgresql:// (leave database.url unset for SQLite in the data directory)"
+                );
+            }
+            d.url = Some(url.to_owned());
+        }
+        let file = &self.file;
+        let c = &file.config.database;
+        let positive = |key: &str, value: u64| -> anyhow::Result<()> {
+            if value == 0 {
+                bail!("{} must be at least 1", file.describe(key));
+            }
+            Ok(())
+        };
+        if let Some(n) = c.max_connections {
+            positive("database.max_connections", n.into())?;
+            d.max_connections = n;
+        }
+        if let Some(secs) = c.acquire_timeout_secs {
+            positive("database.acquire_timeout_secs", secs)?;
+            d.acquire_timeout = Duration::from_secs(secs);
+        }
+        if let Some(ms) = c.event_poll_interval_ms {
+            positive("database.event_poll_interval_ms", ms)?;
+            d.event_poll_interval = Duration::from_millis(ms);
+        }
+        Ok(d)
+    }
+
     /// The server's settings: defaults overlaid with the file, then the environment, then the
     /// flags, validated.
     pub fn server_settings(self) -> anyhow::Result<ServerSettings> {
         let mut s = ServerSettings::new(self.data_dir()?);
+        s.shared_dir = self.shared_dir()?;
+        s.database = self.database()?;
 
         if let Some((text, origin)) = pick(
             &self,
@@ -856,6 +985,7 @@ mod tests {
             r#"
             listen = "0.0.0.0:9000"
             data_dir = "/var/lib/paddock"
+            shared_dir = "/mnt/paddock"
             public_url = "https://paddock.example.com/"
             default_model = "openrouter/meta-llama/llama-3.1-8b-instruct"
             local_threads = 6
@@ -884,6 +1014,12 @@ mod tests {
 
             [local_models]
             qwen = "/models/qwen.gguf"
+
+            [database]
+            url = "postgresql://paddock:pw@db.internal:5432/paddock"
+            max_connections = 40
+            acquire_timeout_secs = 3
+            event_poll_interval_ms = 500
 
             [limits]
             json_body_bytes = 2048
@@ -925,6 +1061,14 @@ mod tests {
         );
         assert_eq!(s.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
         assert_eq!(s.data_dir, Path::new("/var/lib/paddock"));
+        assert_eq!(s.shared_dir.as_deref(), Some(Path::new("/mnt/paddock")));
+        assert_eq!(
+            s.database.url.as_deref(),
+            Some("postgresql://paddock:pw@db.internal:5432/paddock")
+        );
+        assert_eq!(s.database.max_connections, 40);
+        assert_eq!(s.database.acquire_timeout, Duration::from_secs(3));
+        assert_eq!(s.database.event_poll_interval, Duration::from_millis(500));
         assert_eq!(s.public_url, "https://paddock.example.com");
         assert_eq!(
             s.default_model,
@@ -1007,6 +1151,78 @@ mod tests {
             );
         }
         assert!(error("[dreaming]\nidle = 5").contains("idle"));
+    }
+
+    #[test]
+    fn database_settings_are_read_and_validated() {
+        let defaults = settings("");
+        assert_eq!(
+            defaults.database.url, None,
+            "unset: SQLite in the data directory"
+        );
+        assert_eq!(defaults.shared_dir, None, "unset: the data directory");
+        assert_eq!(defaults.database.max_connections, 10);
+        assert_eq!(defaults.database.acquire_timeout, Duration::from_secs(10));
+        assert_eq!(
+            defaults.database.event_poll_interval,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            settings("[database]\nurl = \" postgres://db/paddock \"")
+                .database
+                .url
+                .as_deref(),
+            Some("postgres://db/paddock"),
+            "trimmed"
+        );
+        for key in [
+            "max_connections",
+            "acquire_timeout_secs",
+            "event_poll_interval_ms",
+        ] {
+            let zero = error(&format!("[database]\n{key} = 0"));
+            assert!(
+                zero.contains(&format!("database.{key}")) && zero.contains("at least 1"),
+                "{zero}"
+            );
+        }
+        assert!(error("[database]\nmax_connections = -1").contains("max_connections"));
+        assert!(error("[database]\nuri = \"postgres://db/p\"").contains("uri"));
+
+        // A wrong scheme names the key, or the variable or flag it came from, but never the
+        // URL: it may hold a password.
+        for bad in [
+            "mysql://u:hunter2@db/p",
+            "",
+            "db.internal:5432",
+            "sqlite://hunter2",
+        ] {
+            let e = error(&format!("[database]\nurl = \"{bad}\""));
+            assert!(
+                e.contains("`database.url` in paddock.toml") && e.contains("postgres://"),
+                "{bad:?}: {e}"
+            );
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        let bad = Layer {
+            database_url: Some("mysql://u:hunter2@db/p".into()),
+            ..Layer::default()
+        };
+        let from_env = sources("", bad.clone(), Layer::default())
+            .server_settings()
+            .unwrap_err();
+        let from_env = format!("{from_env:#}");
+        assert!(
+            from_env.contains(ENV_DATABASE_URL) && !from_env.contains("hunter2"),
+            "{from_env}"
+        );
+        let from_flag = sources("", Layer::default(), bad)
+            .server_settings()
+            .unwrap_err();
+        assert!(
+            format!("{from_flag:#}").contains("--database-url"),
+            "{from_flag:#}"
+        );
     }
 
     #[test]
@@ -1144,13 +1360,18 @@ mod tests {
         let text = r#"
             listen = "127.0.0.1:1111"
             data_dir = "/from/file"
+            shared_dir = "/shared/file"
             public_url = "http://file.example"
             default_model = "file/model"
             metrics_token = "file-token"
+            [database]
+            url = "postgres://file/db"
         "#;
         let env = Layer {
             listen: Some("127.0.0.1:2222".into()),
             data_dir: Some("/from/env".into()),
+            shared_dir: Some("/shared/env".into()),
+            database_url: Some("postgres://env/db".into()),
             public_url: Some("http://env.example".into()),
             default_model: Some("env/model".into()),
             metrics_token: Some("env-token".into()),
@@ -1158,6 +1379,8 @@ mod tests {
         let flags = Layer {
             listen: Some("127.0.0.1:3333".into()),
             data_dir: Some("/from/flag".into()),
+            shared_dir: Some("/shared/flag".into()),
+            database_url: Some("postgresql://flag/db".into()),
             public_url: Some("http://flag.example".into()),
             default_model: Some("flag/model".into()),
             // There is no --metrics-token flag; a value here must be ignored.
@@ -1167,6 +1390,14 @@ mod tests {
         let file_only = settings(text);
         assert_eq!(file_only.listen.port(), 1111);
         assert_eq!(file_only.data_dir, Path::new("/from/file"));
+        assert_eq!(
+            file_only.shared_dir.as_deref(),
+            Some(Path::new("/shared/file"))
+        );
+        assert_eq!(
+            file_only.database.url.as_deref(),
+            Some("postgres://file/db")
+        );
         assert_eq!(file_only.public_url, "http://file.example");
         assert_eq!(file_only.default_model, "file/model");
         assert_eq!(file_only.metrics_token.as_deref(), Some("file-token"));
@@ -1176,6 +1407,11 @@ mod tests {
             .unwrap();
         assert_eq!(with_env.listen.port(), 2222);
         assert_eq!(with_env.data_dir, Path::new("/from/env"));
+        assert_eq!(
+            with_env.shared_dir.as_deref(),
+            Some(Path::new("/shared/env"))
+        );
+        assert_eq!(with_env.database.url.as_deref(), Some("postgres://env/db"));
         assert_eq!(with_env.public_url, "http://env.example");
         assert_eq!(with_env.default_model, "env/model");
         assert_eq!(with_env.metrics_token.as_deref(), Some("env-token"));
@@ -1183,6 +1419,14 @@ mod tests {
         let with_flags = sources(text, env, flags).server_settings().unwrap();
         assert_eq!(with_flags.listen.port(), 3333);
         assert_eq!(with_flags.data_dir, Path::new("/from/flag"));
+        assert_eq!(
+            with_flags.shared_dir.as_deref(),
+            Some(Path::new("/shared/flag"))
+        );
+        assert_eq!(
+            with_flags.database.url.as_deref(),
+            Some("postgresql://flag/db")
+        );
         assert_eq!(with_flags.public_url, "http://flag.example");
         assert_eq!(with_flags.default_model, "flag/model");
         assert_eq!(with_flags.metrics_token.as_deref(), Some("env-token"));
@@ -1232,6 +1476,8 @@ mod tests {
             (ENV_DATA_DIR, "/srv/paddock"),
             (ENV_PUBLIC_URL, ""),
             (ENV_METRICS_TOKEN, "t"),
+            (ENV_DATABASE_URL, "postgres://db/paddock"),
+            (ENV_SHARED_DIR, " "),
             ("PADDOCK_UNRELATED", "x"),
         ]
         .into_iter()
@@ -1242,6 +1488,8 @@ mod tests {
         assert_eq!(env.public_url, None, "empty counts as unset");
         assert_eq!(env.default_model, None);
         assert_eq!(env.metrics_token.as_deref(), Some("t"));
+        assert_eq!(env.database_url.as_deref(), Some("postgres://db/paddock"));
+        assert_eq!(env.shared_dir, None, "blank counts as unset");
     }
 
     #[test]
@@ -1282,13 +1530,19 @@ mod tests {
     #[test]
     fn relative_paths_in_the_file_are_relative_to_its_directory() {
         let file = ConfigFile::parse(
-            "data_dir = \"data\"\n[local_models]\nm = \"models/m.gguf\"\nabs = \"/m/abs.gguf\"",
+            "data_dir = \"data\"\nshared_dir = \"../shared\"\n\
+             [local_models]\nm = \"models/m.gguf\"\nabs = \"/m/abs.gguf\"",
             Path::new("/etc/paddock/paddock.toml"),
         )
         .unwrap();
         assert_eq!(
             file.config.data_dir.as_deref(),
             Some(Path::new("/etc/paddock/data"))
+        );
+        // Made absolute, not normalised: `..` stays, as for data_dir.
+        assert_eq!(
+            file.config.shared_dir.as_deref(),
+            Some(Path::new("/etc/paddock/../shared"))
         );
         assert_eq!(
             file.config.local_models["m"],
@@ -1301,10 +1555,15 @@ mod tests {
             env: Layer::default(),
             flags: Layer {
                 data_dir: Some("here".into()),
+                shared_dir: Some("there".into()),
                 ..Layer::default()
             },
         };
         assert_eq!(s.data_dir().unwrap(), std::path::absolute("here").unwrap());
+        assert_eq!(
+            s.shared_dir().unwrap(),
+            Some(std::path::absolute("there").unwrap())
+        );
     }
 
     #[test]

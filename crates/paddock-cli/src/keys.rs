@@ -1,18 +1,21 @@
 //! `paddock keys create`: make an API key directly in the database, without a running server
-//! (the server may be running too: SQLite allows it).
+//! (the server may be running too: SQLite and PostgreSQL both allow it). The database is the
+//! one `paddock serve` would open: PostgreSQL when a `database.url` is configured, else SQLite
+//! in the data directory.
 //!
 //! The key text goes to stdout alone on one line, so scripts can capture it; everything else
 //! goes to stderr.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use paddock_protocol::scope;
-use paddock_server::{ServerSettings, keys};
-use paddock_store::{AccountRecord, SqliteStore, Store, StoreError};
+use paddock_server::{ServerSettings, StartError, keys, open_store};
+use paddock_store::{AccountRecord, Store, StoreError};
 
-use crate::config::{ConfigArgs, Layer};
+use crate::config::{ConfigArgs, DatabaseArgs, Layer};
 
 /// `paddock keys ...`.
 #[derive(Debug, Subcommand)]
@@ -26,6 +29,8 @@ pub enum KeysCommand {
 pub struct CreateArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// Comma-separated scopes, from deployments:read, deployments:write, secrets:write, admin
     #[arg(long, required = true, value_delimiter = ',', value_name = "SCOPE,...")]
     pub scopes: Vec<String>,
@@ -52,19 +57,14 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         bail!("--name must be 1 to 100 characters, got {chars}");
     }
 
-    let data_dir = args.config.sources(Layer::default())?.data_dir()?;
-    let database = ServerSettings::new(data_dir).database_path();
-    if !database.is_file() {
-        bail!(
-            "no database at {}; run `paddock serve` once with the same data directory to create \
-             it (or pass --data-dir / PADDOCK_DATA_DIR)",
-            database.display()
-        );
-    }
-    let store = SqliteStore::open(&database)
-        .await
-        .with_context(|| format!("could not open the database {}", database.display()))?;
-    let account = find_account(&store, &args.account).await?;
+    let sources = args.config.sources(Layer {
+        database_url: args.database.database_url.clone(),
+        ..Layer::default()
+    })?;
+    let mut settings = ServerSettings::new(sources.data_dir()?);
+    settings.database = sources.database()?;
+    let store = open_database(&settings).await?;
+    let account = find_account(store.as_ref(), &args.account).await?;
 
     let key = keys::make_key(&account.id, name, scopes, None);
     store
@@ -84,6 +84,32 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         key.record.scopes.join(", ")
     );
     Ok(())
+}
+
+/// Opens the database `paddock serve` would use with `settings`. A missing SQLite file is an
+/// error rather than created: an empty database has no account to put the key in.
+async fn open_database(settings: &ServerSettings) -> anyhow::Result<Arc<dyn Store>> {
+    let location = match &settings.database.url {
+        // Never the URL itself: it may hold a password.
+        Some(_) => "the PostgreSQL database of database.url".to_owned(),
+        None => {
+            let path = settings.database_path();
+            if !path.is_file() {
+                bail!(
+                    "no database at {}; run `paddock serve` once with the same data directory to \
+                     create it (or pass --data-dir / PADDOCK_DATA_DIR, or --database-url / \
+                     PADDOCK_DATABASE_URL for PostgreSQL)",
+                    path.display()
+                );
+            }
+            format!("the database {}", path.display())
+        }
+    };
+    open_store(settings).await.map_err(|e| match e {
+        // Its message already begins "could not open the database": give the cause only.
+        StartError::Store(e) => anyhow::Error::new(e).context(format!("could not open {location}")),
+        e => anyhow::Error::new(e),
+    })
 }
 
 /// Checks the requested scopes against the known ones, dropping blanks and duplicates.
@@ -125,6 +151,8 @@ async fn find_account(store: &dyn Store, name_or_id: &str) -> anyhow::Result<Acc
 
 #[cfg(test)]
 mod tests {
+    use paddock_store::SqliteStore;
+
     use super::*;
 
     fn strings(items: &[&str]) -> Vec<String> {

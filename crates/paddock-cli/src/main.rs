@@ -217,5 +217,29 @@ mod tests {
         assert_eq!(args.listen.as_deref(), Some("0.0.0.0:1"));
         assert_eq!(args.public_url, None);
         assert_eq!(args.config.data_dir, None);
+        assert_eq!(args.database.database_url, None);
+        assert_eq!(args.shared_dir, None);
+    }
+
+    #[test]
+    fn keys_create_takes_a_database_url() {
+        let cli = Cli::try_parse_from([
+            "paddock",
+            "keys",
+            "create",
+            "--scopes",
+            "admin",
+            "--database-url",
+            "postgres://db.internal/paddock",
+        ])
+        .unwrap();
+        let Command::Keys(keys::KeysCommand::Create(args)) = cli.command else {
+            panic!("not keys create");
+        };
+        assert_eq!(
+            args.database.database_url.as_deref(),
+            Some("postgres://db.internal/paddock")
+        );
+        assert_eq!(args.config.data_dir, None);
     }
 }

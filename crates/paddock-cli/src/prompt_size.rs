@@ -2,7 +2,7 @@
 //! system prompt Paddock builds, the built-in tool definitions, the memory block's framing),
 //! counted with a real BPE tokenizer (`cl100k_base`). That part is sent on every model call of
 //! every run, so it must stay small; it is also byte-identical across the turns of a thread, so
-//! vendor prompt caches hit (tested in `paddock-server/tests/memories.rs`).
+//! vendor prompt caches hit (tested in `paddock-server/tests/api/memories.rs`).
 //!
 //! The deployment measured has every feature on (so every built-in tool this build has is
 //! offered), the sandbox enabled, no skills, no memories, no MCP servers, and the one-line

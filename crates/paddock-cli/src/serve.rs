@@ -1,6 +1,7 @@
 //! `paddock serve`: build the settings, make sure the default model is there, start the server,
 //! show the first admin key once, and stop gracefully on SIGTERM/SIGINT.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
@@ -8,7 +9,7 @@ use clap::Args;
 use paddock_model::pull::{DEFAULT_LOCAL_MODEL, Progress, ensure_default_model};
 use paddock_server::{Server, ServerSettings, StartError};
 
-use crate::config::{ConfigArgs, Layer};
+use crate::config::{ConfigArgs, DatabaseArgs, Layer};
 use crate::progress::ProgressPrinter;
 use crate::signals::{INTERRUPTED, Signals};
 
@@ -17,6 +18,13 @@ use crate::signals::{INTERRUPTED, Signals};
 pub struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Where workspaces and snapshots live instead of the data directory; on several nodes, a
+    /// filesystem all of them mount (docs/scaling-out.md)
+    /// [env: PADDOCK_SHARED_DIR] [default: the data directory]
+    #[arg(long, value_name = "DIR")]
+    pub shared_dir: Option<PathBuf>,
     /// Address to listen on [env: PADDOCK_LISTEN] [default: 127.0.0.1:8787]
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<String>,
@@ -41,6 +49,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         public_url: args.public_url,
         default_model: args.default_model,
+        shared_dir: args.shared_dir,
+        database_url: args.database.database_url,
         ..Layer::default()
     })?;
     if let Some(path) = &sources.file.path {
@@ -58,7 +68,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let admin_key_path = settings.admin_key_path();
     let public_url = settings.public_url.clone();
-    let server = Server::start(settings).await.map_err(explain)?;
+    let postgres = settings.database.url.is_some();
+    let server = Server::start(settings)
+        .await
+        .map_err(|e| explain(e, postgres))?;
 
     if let Some(key) = server.bootstrap_key() {
         println!(
@@ -129,8 +142,9 @@ async fn prepare_default_model(settings: &mut ServerSettings) -> anyhow::Result<
     Ok(())
 }
 
-/// A start-up error with a hint on what to change, where there is an obvious one.
-fn explain(error: StartError) -> anyhow::Error {
+/// A start-up error with a hint on what to change, where there is an obvious one. `postgres`:
+/// the store is the PostgreSQL database of `database.url`.
+fn explain(error: StartError, postgres: bool) -> anyhow::Error {
     let hint = match &error {
         StartError::Bind { .. } => {
             Some("is another server using that address? choose another with --listen")
@@ -138,6 +152,10 @@ fn explain(error: StartError) -> anyhow::Error {
         StartError::DefaultModel { .. } => Some(
             "set default_model (--default-model, PADDOCK_DEFAULT_MODEL or paddock.toml) to a \
              model this server can use",
+        ),
+        StartError::Store(_) if postgres => Some(
+            "check database.url (PADDOCK_DATABASE_URL, --database-url or paddock.toml) and that \
+             the PostgreSQL server accepts connections from this host",
         ),
         _ => None,
     };

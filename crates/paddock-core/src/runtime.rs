@@ -15,7 +15,8 @@ use paddock_model::ProviderRegistry;
 use paddock_protocol::time::now_unix;
 use paddock_protocol::{DeploymentConfig, ErrorInfo};
 use paddock_store::{
-    AnswerOutcome, ClaimedRun, FailOutcome, RunRecord, SteeringAnswer, Store, StoreError,
+    AnswerOutcome, ClaimedRun, EventNotice, FailOutcome, RunRecord, SteeringAnswer, Store,
+    StoreError,
 };
 use serde_json::json;
 use thiserror::Error;
@@ -52,6 +53,9 @@ pub struct RuntimeSettings {
     /// How often the worker looks for runnable runs when nothing woke it: runs made runnable on
     /// another node, leases that expired, steering requests past the timeout.
     pub claim_poll_interval: Duration,
+    /// With a store several nodes write to: how often subscribed deployments are checked for
+    /// events whose notification this node missed.
+    pub event_poll_interval: Duration,
     /// Runs this node drives at once; more runnable runs wait in the store.
     pub max_concurrent_runs: usize,
     /// Steering requests unanswered this long end their run with `steering_timeout`; `None`
@@ -93,6 +97,7 @@ impl Default for RuntimeSettings {
             lease_duration: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),
             claim_poll_interval: Duration::from_secs(1),
+            event_poll_interval: Duration::from_secs(2),
             max_concurrent_runs: 256,
             steering_timeout: None,
             park_timeout: Duration::from_secs(10),
@@ -376,7 +381,50 @@ impl Runtime {
         self.loops.spawn(async move { rt.worker_loop().await });
         let rt = self.clone();
         self.loops.spawn(async move { rt.heartbeat_loop().await });
+        let notices = self.store.event_notices().await?;
+        let (catch_up, requests) = tokio::sync::mpsc::unbounded_channel();
+        self.bus.set_catch_up(catch_up);
+        let rt = self.clone();
+        self.loops
+            .spawn(async move { rt.event_feed_loop(requests, notices).await });
         Ok(())
+    }
+
+    /// Delivers events this node did not publish itself: those of other nodes (on the store's
+    /// notices, and by a poll in case one was missed) and those a publish found a gap before.
+    async fn event_feed_loop(
+        self: Arc<Self>,
+        mut requests: tokio::sync::mpsc::UnboundedReceiver<String>,
+        mut notices: Option<tokio::sync::mpsc::Receiver<EventNotice>>,
+    ) {
+        let polling = notices.is_some();
+        let mut poll = tokio::time::interval(self.settings.event_poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let done = tokio::select! {
+                Some(deployment_id) = requests.recv() => {
+                    self.bus.catch_up(self.store.as_ref(), &deployment_id, None).await
+                }
+                notice = async { notices.as_mut()?.recv().await }, if notices.is_some() => {
+                    match notice {
+                        Some(EventNotice::Committed { deployment_id, last_seq }) => {
+                            self.bus.catch_up(self.store.as_ref(), &deployment_id, last_seq).await
+                        }
+                        Some(EventNotice::Resync) => self.bus.catch_up_all(self.store.as_ref()).await,
+                        None => {
+                            tracing::warn!("the store's event notices ended; polling only");
+                            notices = None;
+                            Ok(())
+                        }
+                    }
+                }
+                _ = poll.tick(), if polling => self.bus.catch_up_all(self.store.as_ref()).await,
+                () = self.stop.cancelled() => return,
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "could not deliver other nodes' events");
+            }
+        }
     }
 
     /// Tells the worker that a run may have become runnable (a message was accepted, a
@@ -461,6 +509,11 @@ impl Runtime {
     /// Renews this node's leases; a run that is no longer this node's (another node took it
     /// over, or it ended elsewhere) is stopped here.
     async fn heartbeat_loop(self: Arc<Self>) {
+        // When the last renewal that reached the database was; if renewals keep failing
+        // (the database is unreachable from here), this node stops its runs before their
+        // leases can lapse, so that another node taking them over never runs commands for a
+        // run this one still drives.
+        let mut renewed_at = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.settings.heartbeat_interval) => {}
@@ -477,6 +530,7 @@ impl Runtime {
             let until = now_unix().saturating_add(secs(self.settings.lease_duration));
             match self.store.renew_leases(&self.settings.node_id, until).await {
                 Ok(held) => {
+                    renewed_at = tokio::time::Instant::now();
                     for (run_id, signals) in snapshot {
                         if !held.contains(&run_id) {
                             tracing::info!(%run_id, "run is no longer this node's; stopping it");
@@ -484,7 +538,20 @@ impl Runtime {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "could not renew leases"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not renew leases");
+                    let next = renewed_at.elapsed() + self.settings.heartbeat_interval;
+                    if next >= self.settings.lease_duration && !snapshot.is_empty() {
+                        tracing::warn!(
+                            runs = snapshot.len(),
+                            "leases could not be renewed for too long; stopping this node's runs \
+                             before another node may take them over"
+                        );
+                        for (_, signals) in snapshot {
+                            signals.abort.cancel();
+                        }
+                    }
+                }
             }
         }
     }

@@ -139,7 +139,26 @@ async fn authenticate(
         let burst = limits
             .request_burst
             .unwrap_or_else(|| rate.ceil().max(1.0) as u32);
-        if let Err(wait) = state.limiter.take(&caller.key_id, rate, burst) {
+        // Several nodes share one bucket per key in the database; one node keeps it in
+        // memory (no write per request).
+        let waited = if state.store.is_shared() {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            state
+                .store
+                .take_request_token(&caller.key_id, rate, burst, now_ms)
+                .await
+                .map_err(ApiError::from)?
+                .map(|ms| {
+                    u64::try_from((ms.max(0) + 999) / 1000)
+                        .unwrap_or(1)
+                        .clamp(1, 3600)
+                })
+        } else {
+            state.limiter.take(&caller.key_id, rate, burst).err()
+        };
+        if let Some(wait) = waited {
             return Err(ApiError::rate_limited(
                 "Too many requests for this key; slow down.",
                 wait,

@@ -18,6 +18,7 @@ mod routes;
 pub mod sandbox;
 mod scheduler;
 pub mod settings;
+mod shared_dir;
 mod skills;
 mod state;
 mod validate;
@@ -28,13 +29,13 @@ use std::sync::Arc;
 
 use paddock_core::{Runtime, RuntimeSettings};
 use paddock_model::ProviderRegistry;
-use paddock_store::{SqliteStore, Store};
+use paddock_store::{PgSettings, PgStore, SqliteStore, Store};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use settings::{AutomationSettings, Limits, RateLimits, ServerSettings};
+pub use settings::{AutomationSettings, DatabaseSettings, Limits, RateLimits, ServerSettings};
 pub use state::AppState;
 
 /// Why the server could not start.
@@ -48,6 +49,8 @@ pub enum StartError {
     },
     #[error("could not open the database: {0}")]
     Store(#[from] paddock_store::StoreError),
+    #[error("shared directory: {0}")]
+    SharedDir(String),
     #[error("could not create the first admin key: {0}")]
     Bootstrap(#[from] keys::BootstrapError),
     #[error("model configuration: {0}")]
@@ -70,6 +73,28 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Opens the store `settings` name: PostgreSQL when `database.url` is set, else SQLite in the
+/// data directory (created if missing).
+pub async fn open_store(settings: &ServerSettings) -> Result<Arc<dyn Store>, StartError> {
+    match &settings.database.url {
+        Some(url) => {
+            let mut pg = PgSettings::new(url.clone());
+            pg.max_connections = settings.database.max_connections;
+            pg.acquire_timeout = settings.database.acquire_timeout;
+            Ok(Arc::new(PgStore::connect(&pg).await?))
+        }
+        None => {
+            std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
+                path: settings.data_dir.display().to_string(),
+                source,
+            })?;
+            Ok(Arc::new(
+                SqliteStore::open(&settings.database_path()).await?,
+            ))
+        }
+    }
 }
 
 /// This node's id from `path`, creating the file with a new id on first use.
@@ -149,7 +174,8 @@ impl Server {
                 source,
             })?;
         }
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.database_path()).await?);
+        let store = open_store(&settings).await?;
+        shared_dir::check(store.as_ref(), settings.shared_root()).await?;
         let bootstrap_key = keys::bootstrap(store.as_ref(), &settings.admin_key_path()).await?;
 
         let models = Arc::new(ProviderRegistry::new(
@@ -197,6 +223,7 @@ impl Server {
                 lease_duration: settings.lease_duration,
                 heartbeat_interval: settings.heartbeat_interval,
                 claim_poll_interval: settings.claim_poll_interval,
+                event_poll_interval: settings.database.event_poll_interval,
                 max_concurrent_runs: settings.max_concurrent_runs,
                 steering_timeout: settings.steering_timeout,
                 memory_context_tokens: settings.memory_context_tokens,

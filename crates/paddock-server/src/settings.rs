@@ -16,6 +16,12 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Where the database, workspaces, models and key files live.
     pub data_dir: PathBuf,
+    /// Where workspaces and snapshots live, when not under `data_dir`: on several nodes, one
+    /// filesystem they all mount (NFS, CephFS, EFS…), checked at start-up
+    /// (`docs/scaling-out.md`).
+    pub shared_dir: Option<PathBuf>,
+    /// The database: SQLite in `data_dir` unless a PostgreSQL URL is set.
+    pub database: DatabaseSettings,
     /// Base URL used in URLs Paddock returns (`events.url`), without a trailing slash.
     pub public_url: String,
     /// The model a deployment gets when it names none (`provider/name`).
@@ -117,6 +123,44 @@ pub struct ServerSettings {
     pub automations: AutomationSettings,
 }
 
+/// The `[database]` settings.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// `postgres://…`: the PostgreSQL database several nodes share. `None`: SQLite at
+    /// `<data_dir>/paddock.db`.
+    pub url: Option<String>,
+    /// Connections this node opens to PostgreSQL.
+    pub max_connections: u32,
+    /// How long a request waits for a free PostgreSQL connection.
+    pub acquire_timeout: Duration,
+    /// How often a node looks for events other nodes committed, in case their notification
+    /// was missed (a missed one only delays delivery by up to this long).
+    pub event_poll_interval: Duration,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            event_poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+// The URL may carry a password: `Debug` shows only whether one is set.
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_ref().map(|_| "[set]"))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("event_poll_interval", &self.event_poll_interval)
+            .finish()
+    }
+}
+
 /// The `[automations]` settings.
 #[derive(Debug, Clone)]
 pub struct AutomationSettings {
@@ -182,6 +226,8 @@ impl ServerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             data_dir,
+            shared_dir: None,
+            database: DatabaseSettings::default(),
             public_url: "http://localhost:8787".to_owned(),
             default_model: format!("local/{}", paddock_model::pull::DEFAULT_LOCAL_MODEL),
             providers: BTreeMap::new(),
@@ -242,9 +288,14 @@ impl ServerSettings {
         self.data_dir.join("paddock.db")
     }
 
+    /// The directory that holds workspaces and snapshots (`shared_dir`, else `data_dir`).
+    pub fn shared_root(&self) -> &std::path::Path {
+        self.shared_dir.as_deref().unwrap_or(&self.data_dir)
+    }
+
     /// Where deployments' workspaces live.
     pub fn workspaces_dir(&self) -> PathBuf {
-        self.data_dir.join("workspaces")
+        self.shared_root().join("workspaces")
     }
 
     /// The generated master key file, used when no master key is configured.
@@ -259,7 +310,7 @@ impl ServerSettings {
 
     /// Where workspaces of deleted deployments are archived (`retain_filesystem=true`).
     pub fn snapshots_dir(&self) -> PathBuf {
-        self.data_dir.join("snapshots")
+        self.shared_root().join("snapshots")
     }
 
     /// The file that keeps this node's id when `node_id` is not configured.

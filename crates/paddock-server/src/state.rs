@@ -67,8 +67,9 @@ impl AppState {
     }
 }
 
-/// Per-key token buckets and open-stream counts (spec §1.11). In memory: a node's limits are
-/// its own.
+/// Per-key token buckets and open-stream counts (spec §1.11), in this node's memory. The
+/// buckets are used only when the store is not shared (one node); nodes sharing a store take
+/// from buckets in it. Open-stream counts are always this node's own.
 #[derive(Default)]
 pub(crate) struct RateLimiter {
     buckets: Mutex<HashMap<String, Bucket>>,

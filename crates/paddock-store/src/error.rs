@@ -22,6 +22,9 @@ pub enum StoreError {
     /// The run's account has a balance ≤ 0 (spec §16.1): no model call may be made for it.
     #[error("the account has no credits left")]
     InsufficientCredits,
+    /// The store's settings are unusable (e.g. a malformed schema name); the message says why.
+    #[error("store configuration: {0}")]
+    Config(String),
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -527,10 +527,54 @@ pub trait Store: Send + Sync + 'static {
     /// with the `message` and `run_status` events of any new run.
     async fn fire_automation(&self, firing: FireAutomation) -> Result<FiringResult, StoreError>;
 
+    // ---- several nodes ----
+
+    /// Whether other processes write this store too (PostgreSQL): state that must agree
+    /// across nodes, such as request-rate buckets, then lives in the store.
+    fn is_shared(&self) -> bool;
+
+    /// Takes one request token from `key_id`'s bucket, which holds at most `burst` tokens and
+    /// refills at `rate` per second, at time `now_ms` (Unix milliseconds). `None`: taken;
+    /// `Some(ms)`: empty, the next token comes in about `ms` milliseconds.
+    async fn take_request_token(
+        &self,
+        key_id: &str,
+        rate: f64,
+        burst: u32,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// This database's identity, made from `new_id` on the first call, and whether a node has
+    /// already written it into the shared directory (workspaces, snapshots).
+    async fn cluster_identity(&self, new_id: &str, now: i64) -> Result<(String, bool), StoreError>;
+
+    /// Records that the identity was written into the shared directory.
+    async fn set_cluster_marker_written(&self) -> Result<(), StoreError>;
+
+    /// A feed of the deployments whose events any node committed, for a store that several
+    /// nodes write to (PostgreSQL's `LISTEN`); `None` when this process is the only writer
+    /// (SQLite). A notice can be missed or repeated: it only says where to look.
+    async fn event_notices(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<EventNotice>>, StoreError>;
+
     // ---- health ----
 
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// One message of [`Store::event_notices`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventNotice {
+    /// Events of this deployment were committed, up to `last_seq` when known.
+    Committed {
+        deployment_id: String,
+        last_seq: Option<i64>,
+    },
+    /// The feed was interrupted (its connection dropped and was remade): notices may have been
+    /// lost, so every deployment of interest should be looked at.
+    Resync,
 }
 
 /// How to change an account's balance.

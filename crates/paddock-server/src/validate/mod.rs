@@ -155,8 +155,15 @@ fn chars(s: &str) -> usize {
     s.chars().count()
 }
 
-/// Checks that `s` is `min..=max` characters long.
+/// Checks that `s` is `min..=max` characters long, none of them U+0000: that is no text anyone
+/// means, and PostgreSQL cannot store it, so both stores refuse it alike.
 fn check_len(s: &str, param: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    if s.contains('\0') {
+        return Err(ApiError::validation(
+            param,
+            format!("`{param}` must not contain the character U+0000."),
+        ));
+    }
     let n = chars(s);
     if n < min || n > max {
         let range = if min == max {
@@ -296,6 +303,12 @@ mod tests {
         let exact = format!("https://example.com/{}", "a".repeat(2048 - 20));
         assert_eq!(exact.chars().count(), 2048);
         assert!(http_url(&exact, "u").is_ok());
+    }
+
+    #[test]
+    fn text_never_holds_nul() {
+        assert_invalid(check_len("a\0b", "title", 0, 10), "title");
+        assert!(check_len("a\u{1}b", "title", 0, 10).is_ok());
     }
 
     #[test]

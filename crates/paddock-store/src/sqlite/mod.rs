@@ -4,12 +4,29 @@
 //! connection, so write transactions are serialised in-process and never meet `SQLITE_BUSY`;
 //! reads use a separate pool and see committed data only.
 
+// The statements and their Rust are shared with the PostgreSQL backend (`src/sql/`, written
+// once); what differs between the two databases is in `dialect`.
+#[path = "../sql/automations.rs"]
+#[allow(clippy::duplicate_mod)] // compiled once per backend, on purpose
 mod automations;
+mod dialect;
+#[path = "../sql/dreaming.rs"]
+#[allow(clippy::duplicate_mod)] // compiled once per backend, on purpose
 mod dreaming;
+#[path = "../sql/map.rs"]
+#[allow(clippy::duplicate_mod)] // compiled once per backend, on purpose
 mod map;
+#[path = "../sql/memories.rs"]
+#[allow(clippy::duplicate_mod)] // compiled once per backend, on purpose
 mod memories;
+#[path = "../sql/paging.rs"]
+#[allow(clippy::duplicate_mod)] // compiled once per backend, on purpose
 mod paging;
+#[path = "../sql/skills.rs"]
+#[allow(clippy::duplicate_mod)] // compiled once per backend, on purpose
 mod skills;
+#[path = "../sql/store_impl.rs"]
+#[allow(clippy::duplicate_mod)] // compiled once per backend, on purpose
 mod store_impl;
 
 use std::path::Path;
@@ -20,6 +37,13 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::StoreError;
+
+/// The names the shared statements (`src/sql/`) are written against.
+type Db = sqlx::Sqlite;
+type DbConn = sqlx::SqliteConnection;
+type DbPool = SqlitePool;
+type DbRow = sqlx::sqlite::SqliteRow;
+type DbStore = SqliteStore;
 
 /// Paddock's store on one SQLite file. Cheap to clone.
 #[derive(Clone)]
