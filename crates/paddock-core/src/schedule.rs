@@ -82,11 +82,15 @@ fn describe_secs(secs: u64) -> String {
 /// The first time strictly after `after` (Unix seconds) that `cron` (already accepted by
 /// [`parse`]) names, in UTC; `None` if it names none (e.g. `0 0 31 2 *`).
 pub fn next_after(cron: &str, after: i64) -> Option<i64> {
+    // croner is handed the fields as the explicit value lists this module parsed them into:
+    // it then agrees with `parse` on every form `parse` accepts (croner refuses some, such as
+    // `5/15`, which would otherwise be accepted here and never fire).
+    let canonical = CronFields::parse(cron).ok()?.canonical();
     let parsed = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Disallowed)
         .year(croner::parser::Year::Disallowed)
         .build()
-        .parse(cron)
+        .parse(&canonical)
         .ok()?;
     let start = DateTime::<Utc>::from_timestamp(after, 0)?;
     parsed
@@ -190,6 +194,36 @@ impl CronFields {
             days_restricted: parts[2] != "*",
             weekdays_restricted: parts[4] != "*",
         })
+    }
+
+    /// The five fields as explicit comma-separated values; an unrestricted day field stays
+    /// `*`, so the day-of-month / day-of-week rule is unchanged.
+    fn canonical(&self) -> String {
+        fn list(values: &BTreeSet<u32>) -> String {
+            values
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        let days = if self.days_restricted {
+            list(&self.days)
+        } else {
+            "*".to_owned()
+        };
+        let weekdays = if self.weekdays_restricted {
+            list(&self.weekdays)
+        } else {
+            "*".to_owned()
+        };
+        format!(
+            "{} {} {} {} {}",
+            list(&self.minutes),
+            list(&self.hours),
+            days,
+            list(&self.months),
+            weekdays
+        )
     }
 
     /// Whether the schedule fires on `date` (Vixie semantics: when both day fields are
@@ -772,5 +806,22 @@ mod tests {
             next_after("0 0 1 * mon", at("2026-06-11T00:00:00Z")),
             Some(at("2026-06-15T00:00:00Z"))
         );
+    }
+
+    #[test]
+    fn every_accepted_step_and_name_form_has_a_next_time() {
+        // 2026-01-05 08:00:00 UTC, a Monday.
+        let after = 1_767_600_000;
+        for (cron, want) in [
+            // `5/15` is 5-59/15: the next is 08:05.
+            ("5/15 * * * *", after + 5 * 60),
+            ("5-59/15 * * * *", after + 5 * 60),
+            ("0 9-17/4 * * *", after + 3600),
+            ("0 0 1 feb-mar/1 *", 1_769_904_000),
+            ("30 8 * * mon-fri/2", after + 30 * 60),
+            ("0 12 15 * tue", after + 4 * 3600 + 86_400),
+        ] {
+            assert_eq!(next_after(cron, after), Some(want), "{cron}");
+        }
     }
 }
