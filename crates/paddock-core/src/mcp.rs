@@ -121,18 +121,18 @@ impl RunTools {
     }
 }
 
-/// The decrypted values of the deployment's secrets, by key (key order). Missing or
+/// The decrypted values of the secrets `references` names (key → secret id), by key. Missing or
 /// undecryptable secrets are left out (logged by key and id, never by value).
 pub(crate) async fn secret_values(
     rt: &Runtime,
     account_id: &str,
-    config: &DeploymentConfig,
+    references: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
     let mut values = BTreeMap::new();
     let Some(secret_box) = &rt.settings.secret_box else {
         return values;
     };
-    for (key, id) in &config.secrets {
+    for (key, id) in references {
         let record = match rt.store.get_secret(account_id, id).await {
             Ok(r) => r,
             Err(e) => {
@@ -222,7 +222,25 @@ pub(crate) async fn prepare(rt: &Runtime, lease: &Lease, run: &RunRecord) -> Run
             return RunTools::default();
         }
     };
-    let secrets = secret_values(rt, &deployment.account_id, config).await;
+    let mut secrets = secret_values(rt, &deployment.account_id, &config.secrets).await;
+    // Rotation (spec §15): a run picked up again after its deployment's key was pointed at a
+    // new secret and the old one deleted reads the key's current secret instead.
+    let rotated: BTreeMap<String, String> = config
+        .secrets
+        .iter()
+        .filter(|(key, id)| {
+            !secrets.contains_key(*key)
+                && deployment
+                    .config
+                    .secrets
+                    .get(*key)
+                    .is_some_and(|now| now != *id)
+        })
+        .filter_map(|(key, _)| Some((key.clone(), deployment.config.secrets.get(key)?.clone())))
+        .collect();
+    if !rotated.is_empty() {
+        secrets.extend(secret_values(rt, &deployment.account_id, &rotated).await);
+    }
     let redactor = Redactor::new(secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let found = futures::future::join_all(config.mcp_servers.iter().map(|server| {
         discover(
@@ -352,7 +370,7 @@ pub(crate) async fn refresh(
     if config.mcp_servers.is_empty() {
         return;
     }
-    let secrets = secret_values(rt, account_id, config).await;
+    let secrets = secret_values(rt, account_id, &config.secrets).await;
     let found: Vec<Found> = futures::future::join_all(
         config
             .mcp_servers

@@ -239,7 +239,7 @@ impl Runtime {
         if config.secrets.is_empty() {
             return crate::redaction::Redactor::default();
         }
-        let values = crate::mcp::secret_values(self, account_id, config).await;
+        let values = crate::mcp::secret_values(self, account_id, &config.secrets).await;
         crate::redaction::Redactor::new(values.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 

@@ -493,3 +493,98 @@ async fn file_content_served_by_the_files_api_is_redacted() {
         );
     }
 }
+
+/// Spec §15: rotation interrupts no run. A run paused on an MCP call has its deployment's key
+/// pointed at a new secret and the old secret deleted; once approved, it carries on with the
+/// key's new value.
+#[tokio::test]
+async fn rotating_a_secret_while_a_run_waits_on_a_human_interrupts_nothing() {
+    const NEW_VALUE: &str = "tok-ROTATED-0815-value";
+    let mcp = FakeMcp::start().await;
+    let t =
+        TestServer::start_with(|s| s.outbound.allowed_hosts = vec!["127.0.0.1".to_owned()]).await;
+    let admin = t.admin_key.clone();
+    let old = create_secret(&t, &admin, json!({"value": VALUE})).await;
+    let old_id = old.1["secret_id"].as_str().unwrap().to_owned();
+    let d = t
+        .ready_deployment(json!({
+            "secrets": {"MEDIA_TOKEN": old_id},
+            "mcp_servers": [{"name": "media", "url": mcp.url(),
+                             "headers": {"Authorization": "Bearer ${MEDIA_TOKEN}"}}],
+        }))
+        .await;
+    let dep = d.deployment_id.clone();
+    t.fake.push(Script::new().tool_call(
+        "call_video",
+        "media__create_video",
+        json!({"text": "cats"}),
+    ));
+    let mut stream = open_events(&t.admin, &dep).await;
+    let run_id = t
+        .admin
+        .send_message(&dep, "Make a video.", None, &[])
+        .await
+        .unwrap()
+        .run_id;
+    let seen = collect_until(&mut stream, |e| {
+        is_terminal(e, &run_id)
+            || (e.event == "run_status" && e.data["status"] == "waiting_on_human")
+    })
+    .await;
+    let request_id = seen
+        .iter()
+        .find(|e| e.event == "steering_request")
+        .unwrap_or_else(|| panic!("no pause: {seen:#?}"))
+        .data["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Rotate: a new secret, the key pointed at it, the old one deleted.
+    let new = create_secret(&t, &admin, json!({"value": NEW_VALUE})).await;
+    let new_id = new.1["secret_id"].as_str().unwrap().to_owned();
+    let patched = call(
+        &t,
+        &admin,
+        reqwest::Method::PATCH,
+        &format!("/v1/deployments/{dep}"),
+        Some(json!({"secrets": {"MEDIA_TOKEN": new_id}})),
+    )
+    .await;
+    assert_eq!(patched.0, 200, "{:?}", patched.1);
+    let deleted = call(
+        &t,
+        &admin,
+        reqwest::Method::DELETE,
+        &format!("/v1/secrets/{old_id}"),
+        None,
+    )
+    .await;
+    assert!(deleted.0 < 300, "{deleted:?}");
+
+    t.fake.push(Script::new().text("Video made."));
+    t.admin
+        .respond_steering(&dep, &run_id, &request_id, "approve", None)
+        .await
+        .unwrap();
+    let rest = collect_until(&mut stream, |e| is_terminal(e, &run_id)).await;
+    assert_eq!(
+        rest.last().unwrap().data["status"],
+        "completed",
+        "{rest:#?}"
+    );
+    let result = rest
+        .iter()
+        .find(|e| e.event == "tool_result")
+        .unwrap_or_else(|| panic!("no tool result: {rest:#?}"));
+    assert_eq!(result.data["result"]["video"], "created", "{result:?}");
+    let call = mcp
+        .requests()
+        .into_iter()
+        .find(|r| r.rpc_method() == Some("tools/call"))
+        .expect("the approved call reached the server");
+    assert_eq!(
+        call.headers.get("authorization").map(String::as_str),
+        Some(format!("Bearer {NEW_VALUE}").as_str())
+    );
+}
