@@ -228,8 +228,14 @@ impl Workspace {
     pub fn read(&self, path: &str) -> Result<(String, std::fs::File, EntryInfo), FsError> {
         let relative = normalise(path)?;
         let root = self.open_root()?;
-        let fd = open_beneath(&root, &relative, OFlags::RDONLY | OFlags::NOCTTY)
-            .map_err(parent_is_file)?;
+        // NONBLOCK: opening a FIFO a command left in the workspace must not wait for a
+        // writer (it is then refused below, as anything that is not a file or directory).
+        let fd = open_beneath(
+            &root,
+            &relative,
+            OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK,
+        )
+        .map_err(parent_is_file)?;
         let st = fs::fstat(&fd).map_err(io_error)?;
         if is_dir(&st) {
             return Err(FsError::IsDirectory);

@@ -1,11 +1,11 @@
 //! `read_file`, `write_file` and `edit_file`: the workspace file tools (spec §13.1).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::Read;
 
 use serde_json::{Value, json};
 
 use super::{Tool, ToolContext, ToolOutput, check_args};
-use crate::workspace::Workspace;
+use crate::workspace::{FsError, Workspace, WriteOutcome, normalise};
 
 /// Largest file the file tools read or edit, so one call cannot exhaust memory.
 const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
@@ -27,82 +27,54 @@ fn opt_positive(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Optio
     }
 }
 
-async fn read_text(path: &std::path::Path) -> Result<String, String> {
-    let meta = tokio::fs::metadata(path)
-        .await
-        .map_err(|_| "file not found".to_owned())?;
-    if meta.is_dir() {
-        return Err("path is a directory".to_owned());
+/// The tool-facing wording of a workspace error.
+fn fs_message(error: FsError) -> String {
+    match error {
+        FsError::NotFound => "file not found".to_owned(),
+        other => other.to_string(),
     }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(format!("file is larger than {MAX_FILE_BYTES} bytes"));
-    }
-    let bytes = tokio::fs::read(path).await.map_err(|e| e.to_string())?;
-    String::from_utf8(bytes).map_err(|_| "file is not UTF-8 text".to_owned())
 }
 
-/// Where file tools stage writes, inside the workspace (same filesystem, so a rename is
-/// atomic) and under `.paddock/`, which file-change reporting ignores.
-const STAGING_DIR: &str = ".paddock/tmp";
+/// Reads the UTF-8 text file at `path` through descriptors opened beneath the workspace root
+/// (`Workspace::read`): no symbolic link, however it changes meanwhile, leads the read outside.
+/// Returns the normalised path and the text.
+async fn read_text(workspace: &Workspace, path: &str) -> Result<(String, String), String> {
+    let workspace = workspace.clone();
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let (relative, file, info) = workspace.read(&path).map_err(fs_message)?;
+        if info.size > MAX_FILE_BYTES {
+            return Err(format!("file is larger than {MAX_FILE_BYTES} bytes"));
+        }
+        let mut bytes = Vec::new();
+        // The size was checked on the open file; `take` bounds a file that grows meanwhile.
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(format!("file is larger than {MAX_FILE_BYTES} bytes"));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| "file is not UTF-8 text".to_owned())?;
+        Ok((relative, text))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
 
-/// Replaces the content of `path` (a checked path of `workspace`) atomically: the bytes go to
-/// a staging file that is then renamed over the target, so a crash mid-write (even `kill -9`)
-/// leaves the old content or the new one, never a truncated file. A tool call then either took
-/// effect or did not (spec §5.4). A symbolic link (already checked to stay inside) is written
-/// through, and an existing file keeps its permissions.
-async fn write_atomically(
+/// Creates or replaces the file at `path` (`Workspace::write`): staged and renamed into place,
+/// so a crash mid-write (even `kill -9`) leaves the old content or the new, never a part, and a
+/// tool call either took effect or did not (spec §5.4); every directory on the way is opened
+/// beneath the root, and the file is given to the sandbox's uid.
+async fn write_text(
     workspace: &Workspace,
-    path: &std::path::Path,
-    content: &[u8],
-) -> Result<(), String> {
-    static STAGED: AtomicU64 = AtomicU64::new(0);
-    let target = match tokio::fs::canonicalize(path).await {
-        Ok(real) => real,
-        Err(_) => path.to_path_buf(),
-    };
-    let staging = workspace.root().join(STAGING_DIR);
-    tokio::fs::create_dir_all(&staging)
+    path: &str,
+    content: Vec<u8>,
+) -> Result<WriteOutcome, String> {
+    let workspace = workspace.clone();
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || workspace.write(&path, &content).map_err(fs_message))
         .await
-        .map_err(|e| format!("cannot prepare the write: {e}"))?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let temp = staging.join(format!(
-        "write-{}-{nanos}-{}",
-        std::process::id(),
-        STAGED.fetch_add(1, Ordering::Relaxed)
-    ));
-    let staged = async {
-        tokio::fs::write(&temp, content).await?;
-        if let Ok(meta) = tokio::fs::metadata(&target).await {
-            tokio::fs::set_permissions(&temp, meta.permissions()).await?;
-        }
-        tokio::fs::rename(&temp, &target).await
-    };
-    match staged.await {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&temp).await;
-            if e.raw_os_error() == Some(18) {
-                // EXDEV: the target is on another filesystem (a mount inside the workspace);
-                // write in place.
-                tokio::fs::write(&target, content)
-                    .await
-                    .map_err(|e| e.to_string())
-            } else {
-                Err(e.to_string())
-            }
-        }
-    }
-}
-
-/// Gives a file the tool wrote (and the directories made for it) to the sandbox's uid, so
-/// sandboxed commands can change it too.
-fn give_to_owner(ctx: &ToolContext, relative: &str) -> Result<(), String> {
-    ctx.workspace
-        .give_to_owner(relative)
-        .map_err(|e| format!("wrote the file but could not set its owner: {e}"))
+        .map_err(|e| e.to_string())?
 }
 
 /// Reads a workspace file, optionally a range of lines.
@@ -134,13 +106,9 @@ impl Tool for ReadFile {
     async fn call(&self, ctx: &ToolContext, arguments: &Value) -> ToolOutput {
         let run = async {
             let obj = check_args(arguments, &["path", "offset", "limit"], &["path"])?;
-            let path = ctx
-                .workspace
-                .resolve(str_arg(obj, "path")?)
-                .map_err(|e| e.to_string())?;
             let offset = opt_positive(obj, "offset")?.unwrap_or(1);
             let limit = opt_positive(obj, "limit")?;
-            let text = read_text(&path.host).await?;
+            let (relative, text) = read_text(&ctx.workspace, str_arg(obj, "path")?).await?;
             let total = text.lines().count() as u64;
             let selected: Vec<&str> = text
                 .lines()
@@ -153,7 +121,7 @@ impl Tool for ReadFile {
                 selected.join("\n")
             };
             Ok::<_, String>(json!({
-                "path": path.relative, "content": content, "total_lines": total,
+                "path": relative, "content": content, "total_lines": total,
             }))
         };
         match run.await {
@@ -189,30 +157,17 @@ impl Tool for WriteFile {
         let run = async {
             let obj = check_args(arguments, &["path", "content"], &["path", "content"])?;
             let content = str_arg(obj, "content")?;
-            let path = ctx
-                .workspace
-                .resolve(str_arg(obj, "path")?)
-                .map_err(|e| e.to_string())?;
-            if path.relative.is_empty() {
+            let relative = normalise(str_arg(obj, "path")?).map_err(|e| e.to_string())?;
+            if relative.is_empty() {
                 return Err("path must name a file".to_owned());
             }
-            if path.relative.starts_with(".paddock/memory") {
+            if relative.starts_with(".paddock/memory") {
                 return Err(".paddock/memory/ is read-only".to_owned());
             }
-            if let Some(parent) = path.host.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| format!("cannot create parent directories: {e}"))?;
-            }
-            let existed = match tokio::fs::metadata(&path.host).await {
-                Ok(m) if m.is_dir() => return Err("path is a directory".to_owned()),
-                Ok(_) => true,
-                Err(_) => false,
-            };
-            write_atomically(&ctx.workspace, &path.host, content.as_bytes()).await?;
-            give_to_owner(ctx, &path.relative)?;
+            let written =
+                write_text(&ctx.workspace, &relative, content.as_bytes().to_vec()).await?;
             Ok::<_, String>(json!({
-                "path": path.relative, "bytes_written": content.len(), "created": !existed,
+                "path": written.relative, "bytes_written": content.len(), "created": written.created,
             }))
         };
         match run.await {
@@ -263,14 +218,11 @@ impl Tool for EditFile {
             if old.is_empty() {
                 return Err("`old_string` must not be empty".to_owned());
             }
-            let path = ctx
-                .workspace
-                .resolve(str_arg(obj, "path")?)
-                .map_err(|e| e.to_string())?;
-            if path.relative.starts_with(".paddock/memory") {
+            let relative = normalise(str_arg(obj, "path")?).map_err(|e| e.to_string())?;
+            if relative.starts_with(".paddock/memory") {
                 return Err(".paddock/memory/ is read-only".to_owned());
             }
-            let text = read_text(&path.host).await?;
+            let (relative, text) = read_text(&ctx.workspace, &relative).await?;
             let count = text.matches(old).count();
             if count == 0 {
                 return Err("`old_string` does not occur in the file".to_owned());
@@ -285,9 +237,8 @@ impl Tool for EditFile {
             } else {
                 text.replacen(old, new, 1)
             };
-            write_atomically(&ctx.workspace, &path.host, updated.as_bytes()).await?;
-            give_to_owner(ctx, &path.relative)?;
-            Ok::<_, String>(json!({"path": path.relative, "replacements": count}))
+            write_text(&ctx.workspace, &relative, updated.into_bytes()).await?;
+            Ok::<_, String>(json!({"path": relative, "replacements": count}))
         };
         match run.await {
             Ok(v) => ToolOutput::ok(v),
@@ -358,6 +309,76 @@ mod tests {
             )
             .await;
         assert!(e.is_error);
+    }
+
+    /// A symbolic link leading outside is never followed by any of the three tools: reads,
+    /// edits and writes through it are refused and the outside file is untouched. A write to a
+    /// link that stays inside replaces the link, as the Files API does.
+    #[tokio::test]
+    async fn links_leading_outside_are_never_followed() {
+        let (dir, ctx) = ctx();
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.txt");
+        std::fs::write(&secret, "outside secret").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("link.txt")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+
+        let r = ReadFile.call(&ctx, &json!({"path": "link.txt"})).await;
+        assert!(r.is_error, "{r:?}");
+        let r = ReadFile
+            .call(&ctx, &json!({"path": "out/secret.txt"}))
+            .await;
+        assert!(r.is_error, "{r:?}");
+        let e = EditFile
+            .call(
+                &ctx,
+                &json!({"path": "link.txt", "old_string": "outside", "new_string": "inside"}),
+            )
+            .await;
+        assert!(e.is_error, "{e:?}");
+        let w = WriteFile
+            .call(&ctx, &json!({"path": "out/new.txt", "content": "x"}))
+            .await;
+        assert!(w.is_error, "{w:?}");
+        let w = WriteFile
+            .call(&ctx, &json!({"path": "link.txt", "content": "replaced"}))
+            .await;
+        assert!(w.is_error, "{w:?}");
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "outside secret");
+        assert!(!outside.path().join("new.txt").exists());
+
+        std::fs::write(dir.path().join("real.txt"), "real").unwrap();
+        std::os::unix::fs::symlink("real.txt", dir.path().join("inside.txt")).unwrap();
+        let r = ReadFile.call(&ctx, &json!({"path": "inside.txt"})).await;
+        assert_eq!(r.result["content"], json!("real"), "{r:?}");
+        let w = WriteFile
+            .call(&ctx, &json!({"path": "inside.txt", "content": "new"}))
+            .await;
+        assert!(!w.is_error, "{w:?}");
+        let link = std::fs::symlink_metadata(dir.path().join("inside.txt")).unwrap();
+        assert!(link.is_file(), "the link itself was replaced by a file");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("real.txt")).unwrap(),
+            "real"
+        );
+    }
+
+    /// A FIFO left in the workspace (by a command) is refused at once, not waited on.
+    #[tokio::test]
+    async fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let (dir, ctx) = ctx();
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("pipe"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            ReadFile.call(&ctx, &json!({"path": "pipe"})),
+        )
+        .await
+        .expect("read_file waited on the FIFO");
+        assert!(read.is_error, "{read:?}");
     }
 
     #[tokio::test]

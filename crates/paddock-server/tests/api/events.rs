@@ -1559,7 +1559,7 @@ async fn cancel_answers_unfinished_tool_calls_then_ends_the_run() {
     assert!(made.success(), "mkfifo failed");
     t.fake.push(
         Script::new()
-            .tool_call("call_cx1", "read_file", json!({"path": "pipe"}))
+            .tool_call("call_cx1", "shell", json!({"command": "cat pipe"}))
             .tool_call(
                 "call_cx2",
                 "write_file",
@@ -1574,8 +1574,8 @@ async fn cancel_answers_unfinished_tool_calls_then_ends_the_run() {
     })
     .await);
 
-    // Opening the FIFO for writing returns once the tool has opened it for reading: the call
-    // is then executing, blocked reading until the writer closes.
+    // Opening the FIFO for writing returns once the command has opened it for reading: the
+    // call is then executing, blocked reading until the writer closes.
     let path = fifo.clone();
     let opening =
         tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(path));
@@ -1584,7 +1584,7 @@ async fn cancel_answers_unfinished_tool_calls_then_ends_the_run() {
         Err(_) => {
             // Unblock the waiting opener so the runtime can shut down, then fail.
             let _ = std::fs::File::open(&fifo);
-            panic!("the read_file call never opened the FIFO");
+            panic!("the shell call never opened the FIFO");
         }
     };
 
@@ -1615,8 +1615,8 @@ async fn cancel_answers_unfinished_tool_calls_then_ends_the_run() {
     assert_eq!(end[2].data["status"], "error");
     assert_eq!(end[2].data["error"]["code"], "cancelled");
 
-    // Let the blocked read finish; its late result is discarded and the pending write never
-    // starts. A later run is the fence.
+    // The cancel killed the command; close our end too. The pending write never starts. A
+    // later run is the fence.
     drop(writer);
     let fence = send(&t, dep, "Next", Some("new")).await;
     let after = until_terminal(&mut events, &fence).await;
