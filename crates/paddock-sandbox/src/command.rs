@@ -12,7 +12,7 @@ use crate::SandboxError;
 /// Default wall-clock timeout of a command (API §13.1: 300 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default number of bytes kept per output stream (stdout and stderr each).
-pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
+pub const DEFAULT_OUTPUT_CAP: usize = 8 * 1024 * 1024;
 /// Longest accepted script. The script is passed as one `argv` string to `bash -c`, and Linux
 /// refuses single arguments of 128 KiB or more (`MAX_ARG_STRLEN`).
 pub const MAX_SCRIPT_BYTES: usize = 128 * 1024 - 1;
@@ -41,7 +41,7 @@ pub struct Command {
 }
 
 impl Command {
-    /// A command with the defaults: 300 s timeout, 1 MiB per stream, no extra environment, a
+    /// A command with the defaults: 300 s timeout, 8 MiB per stream, no extra environment, a
     /// fresh cancellation token.
     pub fn new(script: impl Into<String>) -> Self {
         Command {

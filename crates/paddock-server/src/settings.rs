@@ -255,7 +255,7 @@ impl ServerSettings {
             sandbox_max_memory_mb: 16384,
             sandbox_command_timeout: Duration::from_secs(300),
             sandbox_max_processes: 512,
-            sandbox_output_cap: 1024 * 1024,
+            sandbox_output_cap: paddock_sandbox::DEFAULT_OUTPUT_CAP,
             sandbox_runtime_dir: None,
             large_output_bytes: 32 * 1024,
             large_output_preview_bytes: 16 * 1024,
