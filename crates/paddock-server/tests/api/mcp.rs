@@ -223,6 +223,10 @@ async fn a_slow_call_times_out_and_an_mcp_error_is_an_error_result() {
     );
     let slow = find(&events, "tool_result", "call_slow");
     assert_eq!(slow.data["is_error"], true, "{slow:?}");
+    assert!(
+        slow.data["result"].to_string().contains("no answer within"),
+        "the error names the timeout: {slow:?}"
+    );
     let fail = find(&events, "tool_result", "call_fail");
     assert_eq!(fail.data["is_error"], true, "{fail:?}");
     assert_eq!(
@@ -445,6 +449,15 @@ async fn the_tools_api_lists_discovered_mcp_tools_and_keeps_the_last_discovery()
     let listed = list_tools(&t, &dep, "").await;
     let echo = listed.iter().find(|t| t["name"] == "media__echo").unwrap();
     assert_eq!(echo["enabled"], false);
+    // ...and the next run's model request leaves the disabled tool out.
+    t.fake.push(Script::new().text("Hello again."));
+    let (_, events) = run_to_end(&t, &dep, "Hi again.").await;
+    assert_eq!(events.last().unwrap().data["status"], "completed");
+    let offered = offered_tools(&t, t.fake.requests().len() - 1);
+    assert!(
+        offered.contains(&"media__fail".to_owned()) && !offered.contains(&"media__echo".to_owned()),
+        "{offered:?}"
+    );
 
     // Kept across a restart, without asking the servers again.
     let asked = mcp.requests().len();
