@@ -160,15 +160,11 @@ async fn a_destructive_tool_pauses_by_default_and_runs_after_approval() {
         .await
         .unwrap()
         .run_id;
-    let seen = collect_until(&mut stream, |e| {
-        is_terminal(e, &run_id)
-            || (e.event == "run_status" && e.data["status"] == "waiting_on_human")
-    })
-    .await;
+    let (seen, _) = common::until_paused(&mut stream, &run_id).await;
     let request = seen
         .iter()
         .find(|e| e.event == "steering_request")
-        .unwrap_or_else(|| panic!("no pause: {seen:#?}"));
+        .expect("until_paused saw it");
     let req = &request.data;
     assert_eq!(req["kind"], "tool_call", "{request:?}");
     assert_eq!(req["tool"], "create_video");

@@ -526,19 +526,7 @@ async fn rotating_a_secret_while_a_run_waits_on_a_human_interrupts_nothing() {
         .await
         .unwrap()
         .run_id;
-    let seen = collect_until(&mut stream, |e| {
-        is_terminal(e, &run_id)
-            || (e.event == "run_status" && e.data["status"] == "waiting_on_human")
-    })
-    .await;
-    let request_id = seen
-        .iter()
-        .find(|e| e.event == "steering_request")
-        .unwrap_or_else(|| panic!("no pause: {seen:#?}"))
-        .data["request_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, request_id) = common::until_paused(&mut stream, &run_id).await;
 
     // Rotate: a new secret, the key pointed at it, the old one deleted.
     let new = create_secret(&t, &admin, json!({"value": NEW_VALUE})).await;

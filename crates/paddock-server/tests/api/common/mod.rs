@@ -243,6 +243,28 @@ pub fn is_terminal(e: &SseEvent, run_id: &str) -> bool {
         && matches!(e.data["status"].as_str(), Some("completed" | "error"))
 }
 
+/// Reads `stream` until run `run_id` waits on a human (or ends, which fails the test); returns
+/// the events read and the pending steering request's id.
+pub async fn until_paused<S>(stream: &mut S, run_id: &str) -> (Vec<SseEvent>, String)
+where
+    S: Stream<Item = Result<SseEvent, paddock_client::ClientError>> + Unpin,
+{
+    let seen = collect_until(stream, |e| {
+        is_terminal(e, run_id)
+            || (e.event == "run_status"
+                && e.data["run_id"] == run_id
+                && e.data["status"] == "waiting_on_human")
+    })
+    .await;
+    let request_id = seen
+        .iter()
+        .find(|e| e.event == "steering_request")
+        .and_then(|e| e.data["request_id"].as_str())
+        .unwrap_or_else(|| panic!("no pause: {seen:#?}"))
+        .to_owned();
+    (seen, request_id)
+}
+
 /// Opens the deployment's stream from now on (no replay); connected when this returns.
 pub async fn open_events(client: &Client, deployment_id: &str) -> paddock_client::EventStream {
     client.events(deployment_id, EventsQuery::default()).await
