@@ -1,5 +1,5 @@
-//! Graceful shutdown of the real binary: SIGTERM while an event stream is open and a run is
-//! held mid-stream by the model. The process closes the stream, exits 0 within the grace
+//! Graceful shutdown of the real binary: SIGTERM (or SIGINT, Ctrl-C) while an event stream is
+//! open and a run is held mid-stream by the model. The process closes the stream, exits 0 within the grace
 //! period, and the next start resumes the run instead of losing it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,6 +17,16 @@ const GRACE: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn sigterm_mid_run_exits_0_promptly_and_the_run_resumes_after_restart() {
+    stop_mid_run_and_resume("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_mid_run_exits_0_promptly_and_the_run_resumes_after_restart() {
+    stop_mid_run_and_resume("INT").await;
+}
+
+/// Sends `signal` while a run is held mid-stream, then restarts; see the module documentation.
+async fn stop_mid_run_and_resume(signal: &str) {
     let fake = FakeOpenAi::start().await;
     let home = Home::new(&fake_model_config(&fake.base_url()));
     let mut server = Paddock::start(&home).await;
@@ -52,7 +62,7 @@ async fn sigterm_mid_run_exits_0_promptly_and_the_run_resumes_after_restart() {
         .await;
 
     let signalled = Instant::now();
-    server.sigterm();
+    server.signal(signal);
     // The open stream is closed by the server, not left hanging until the grace period.
     let end = stream.until_end(GRACE).await;
     assert_eq!(end, End::Clean, "the event stream ends cleanly on shutdown");
@@ -61,7 +71,7 @@ async fn sigterm_mid_run_exits_0_promptly_and_the_run_resumes_after_restart() {
     assert_eq!(
         status.code(),
         Some(0),
-        "exit status after SIGTERM: {status}"
+        "exit status after SIG{signal}: {status}"
     );
     assert!(
         took < GRACE,
@@ -72,7 +82,7 @@ async fn sigterm_mid_run_exits_0_promptly_and_the_run_resumes_after_restart() {
         !logs.contains("did not finish within the grace period"),
         "in-flight requests held the shutdown:\n{logs}"
     );
-    eprintln!("SIGTERM to exit: {took:?}");
+    eprintln!("SIG{signal} to exit: {took:?}");
     let all = describe(&stream.seen);
     assert!(
         !stream.seen.iter().any(|e| e.is_terminal(&run_id)),

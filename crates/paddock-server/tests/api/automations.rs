@@ -1072,6 +1072,33 @@ async fn the_agent_creates_an_automation_that_the_api_shows_and_that_fires() {
         listed.data
     );
     assert_eq!(get(&t, dep, &id).await["enabled"], false);
+    // Resume, then change the schedule and the instructions.
+    t.fake.push(Script::new().tool_call(
+        "call_resume",
+        "automations",
+        json!({"action": "resume", "automation_id": id}),
+    ));
+    t.fake.push(Script::new().tool_call(
+        "call_update",
+        "automations",
+        json!({"action": "update", "automation_id": id, "schedule": "0 10 * * *",
+               "instructions": "Summarise the news at ten."}),
+    ));
+    t.fake.push(Script::new().text("Changed."));
+    let run_id = t
+        .admin
+        .send_message(dep, "Resume it at ten.", None, &[])
+        .await
+        .unwrap()
+        .run_id;
+    let events = collect_until(&mut stream, |e| is_terminal(e, &run_id)).await;
+    let updated = events.iter().rfind(|e| e.event == "tool_result").unwrap();
+    assert_eq!(updated.data["is_error"], false, "{:?}", updated.data);
+    let now = get(&t, dep, &id).await;
+    assert_eq!(now["enabled"], true, "{now}");
+    assert_eq!(now["schedule"], "0 10 * * *", "{now}");
+    assert_eq!(now["instructions"], "Summarise the news at ten.", "{now}");
+    assert_eq!(now["created_by"], "agent", "{now}");
     t.fake.push(Script::new().tool_call(
         "call_delete",
         "automations",

@@ -423,6 +423,12 @@ async fn a_secret_reaches_the_mcp_server_and_is_redacted_everywhere_else() {
     // Stored only encrypted: the raw value is in no file of the data directory.
     let found = files_containing(t.dir.path(), VALUE.as_bytes());
     assert!(found.is_empty(), "the raw value is stored in {found:?}");
+    // The key it is encrypted with was generated on first start, readable by its owner only.
+    let key_file = std::fs::metadata(t.dir.path().join("master.key")).expect("master.key");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key_file.permissions()) & 0o777,
+        0o600
+    );
 }
 
 /// Spec §15.3: file content served by `GET …/files/content` has every exact occurrence of a

@@ -299,11 +299,20 @@ impl Paddock {
 
     /// Sends SIGTERM (through `kill(1)`, to need no signal crate).
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal named `name` (as `kill -<name>` takes it, e.g. `INT`).
+    pub fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
+            .args([format!("-{name}"), self.pid.to_string()])
             .status()
-            .expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM {} failed: {status}", self.pid);
+            .expect("run kill");
+        assert!(
+            status.success(),
+            "kill -{name} {} failed: {status}",
+            self.pid
+        );
     }
 
     /// SIGKILL, and waits for the process to be gone.
