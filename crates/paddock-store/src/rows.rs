@@ -415,6 +415,17 @@ pub struct CompactionOutcome {
     pub credits_left: bool,
 }
 
+/// What [`Store::hold_credits`](crate::Store::hold_credits) decided for a run's next model call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditHold {
+    /// The call may be made: the balance is unlimited, or this run now holds what the call can
+    /// cost and the balance covers every hold of the account.
+    Held,
+    /// The balance is above zero but other runs' calls in flight hold all of it: the run must
+    /// wait (holding nothing) and ask again, since those calls may cost less than they hold.
+    Wait,
+}
+
 /// A secret (spec §15): its metadata and its value sealed with the server's master key. The
 /// store never sees the value in clear.
 #[derive(Clone, PartialEq)]

@@ -5,11 +5,11 @@ use serde_json::Value;
 
 use crate::{
     AccountRecord, AnswerOutcome, AttachmentOutcome, ClaimedRun, CompactionOutcome,
-    CompactionRecord, DeploymentFilter, DeploymentRecord, DreamingRules, DreamingStarted,
-    IdempotencyBegin, KeyRecord, Lease, MessageRecord, ModelResponse, NewCompaction, NewEvent,
-    OverdueRequest, PageRequest, PauseRun, PendingAttachments, RunFilter, RunRecord, SecretRecord,
-    SendMessage, SendOutcome, StartDreaming, SteeringAnswer, StepContext, StoreError, ThreadRecord,
-    ToolCallRecord,
+    CompactionRecord, CreditHold, DeploymentFilter, DeploymentRecord, DreamingRules,
+    DreamingStarted, IdempotencyBegin, KeyRecord, Lease, MessageRecord, ModelResponse,
+    NewCompaction, NewEvent, OverdueRequest, PageRequest, PauseRun, PendingAttachments, RunFilter,
+    RunRecord, SecretRecord, SendMessage, SendOutcome, StartDreaming, SteeringAnswer, StepContext,
+    StoreError, ThreadRecord, ToolCallRecord,
 };
 use crate::{AutomationRecord, FireAutomation, FiringResult};
 use crate::{MemoryFilter, MemoryRecord, SkillRecord};
@@ -162,6 +162,21 @@ pub trait Store: Send + Sync + 'static {
     /// A step whose model response was never recorded (a restart during the call) keeps its
     /// number, so the redone call has the same `step` (spec §5.4).
     async fn begin_step(&self, lease: &Lease, now: i64) -> Result<StepContext, StoreError>;
+    /// Before a model call of a run whose account has a limited balance: holds part of the
+    /// balance so that concurrent runs cannot together spend more than it (the balance ends
+    /// below zero by less than one call's cost). `up_to` is the most the run's usage can be
+    /// once the call is charged (its usage so far, charged or not, plus the most the call can
+    /// cost); the run holds what that adds to its charged usage. `InsufficientCredits` if the
+    /// balance is ≤ 0; [`CreditHold::Wait`] (and the run holds nothing) if the holds of the
+    /// account's other running, leased runs cover the balance; `Held` otherwise, or at once for
+    /// an unlimited balance. A hold ends when its call is charged (`record_model_response`,
+    /// `record_compaction`) or the run stops being running under a live lease.
+    async fn hold_credits(
+        &self,
+        lease: &Lease,
+        up_to: f64,
+        now: i64,
+    ) -> Result<CreditHold, StoreError>;
     /// The run's context without changing anything: conversation, the latest response's
     /// unfinished tool calls, its steering requests.
     async fn step_context(&self, run_id: &str) -> Result<StepContext, StoreError>;

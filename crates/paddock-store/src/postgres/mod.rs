@@ -12,6 +12,9 @@
 #[path = "../sql/automations.rs"]
 #[allow(clippy::duplicate_mod)] // compiled once per backend, on purpose
 mod automations;
+#[path = "../sql/credit_holds.rs"]
+#[allow(clippy::duplicate_mod)] // compiled once per backend, on purpose
+mod credit_holds;
 mod dialect;
 #[path = "../sql/dreaming.rs"]
 #[allow(clippy::duplicate_mod)] // compiled once per backend, on purpose

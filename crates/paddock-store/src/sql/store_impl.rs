@@ -11,17 +11,17 @@ use super::dialect::{
 };
 use super::{DbConn, DbRow};
 
-use super::{DbStore, automations, dreaming, map, memories, paging, skills};
+use super::{DbStore, automations, credit_holds, dreaming, map, memories, paging, skills};
 use crate::store::{
     BalanceChange, EventNotice, FailOutcome, IdempotencyFingerprint, Paged, ToolCallOutcome,
 };
 use crate::{
     AccountRecord, AnswerOutcome, AttachmentOutcome, ClaimedRun, CompactionOutcome,
-    CompactionRecord, Decision, DeploymentFilter, DeploymentRecord, IdempotencyBegin, KeyRecord,
-    Lease, MessageRecord, ModelResponse, NewCompaction, NewEvent, OverdueRequest, PageRequest,
-    PauseRun, PendingAttachments, RunFilter, RunRecord, SecretRecord, SendMessage, SendOutcome,
-    SteeringAnswer, SteeringRecord, StepContext, Store, StoreError, ThreadRecord, ThreadTarget,
-    ToolCallRecord,
+    CompactionRecord, CreditHold, Decision, DeploymentFilter, DeploymentRecord, IdempotencyBegin,
+    KeyRecord, Lease, MessageRecord, ModelResponse, NewCompaction, NewEvent, OverdueRequest,
+    PageRequest, PauseRun, PendingAttachments, RunFilter, RunRecord, SecretRecord, SendMessage,
+    SendOutcome, SteeringAnswer, SteeringRecord, StepContext, Store, StoreError, ThreadRecord,
+    ThreadTarget, ToolCallRecord,
 };
 use crate::{AutomationRecord, FireAutomation, FiringResult};
 use crate::{DreamingRules, DreamingStarted, StartDreaming};
@@ -84,7 +84,7 @@ fn to_json(v: &impl serde::Serialize) -> Result<String, StoreError> {
     Ok(serde_json::to_string(v)?)
 }
 
-fn credits_micros(c: f64) -> i64 {
+pub(super) fn credits_micros(c: f64) -> i64 {
     (c * 1_000_000.0).round() as i64
 }
 
@@ -155,7 +155,10 @@ async fn run_tx(conn: &mut DbConn, run_id: &str) -> Result<RunRecord, StoreError
 /// The run row is locked only when the write may go ahead: a refused write's transaction is
 /// rolled back when its connection goes back to the pool, and until then a row it had locked
 /// would be skipped by other nodes' claims (`FOR UPDATE SKIP LOCKED`).
-async fn leased_run_tx(conn: &mut DbConn, lease: &Lease) -> Result<RunRecord, StoreError> {
+pub(super) async fn leased_run_tx(
+    conn: &mut DbConn,
+    lease: &Lease,
+) -> Result<RunRecord, StoreError> {
     if let Some(row) = query(SELECT_LEASED_RUN_FOR_UPDATE)
         .bind(&lease.run_id)
         .bind(&lease.node_id)
@@ -633,8 +636,9 @@ pub(super) async fn has_credits_tx(
 }
 
 /// Takes what `usage` adds to the run's stored credits off its account's balance (unless
-/// unlimited), and stores `usage` as the run's. One `UPDATE … SET balance = balance - ?`, so
-/// concurrent debits never lose one another.
+/// unlimited), and stores `usage` as the run's, ending the run's credit hold (the call it was
+/// for is charged now). One `UPDATE … SET balance = balance - ?`, so concurrent debits never
+/// lose one another.
 async fn charge_usage_tx(
     conn: &mut DbConn,
     run: &RunRecord,
@@ -654,8 +658,8 @@ async fn charge_usage_tx(
         .await?;
     }
     query(
-        "UPDATE runs SET input_tokens = ?, output_tokens = ?, credits_micros = ?, updated_at = ? \
-         WHERE id = ?",
+        "UPDATE runs SET input_tokens = ?, output_tokens = ?, credits_micros = ?, \
+         credit_hold_micros = 0, updated_at = ? WHERE id = ?",
     )
     .bind(usage.input_tokens as i64)
     .bind(usage.output_tokens as i64)
@@ -1477,6 +1481,15 @@ impl Store for DbStore {
         })
     }
 
+    async fn hold_credits(
+        &self,
+        lease: &Lease,
+        up_to: f64,
+        now: i64,
+    ) -> Result<CreditHold, StoreError> {
+        credit_holds::hold(&self.writer, lease, up_to, now).await
+    }
+
     async fn step_context(&self, run_id: &str) -> Result<StepContext, StoreError> {
         let mut conn = self.reader.acquire().await?;
         let run = run_tx(&mut conn, run_id).await?;
@@ -1540,8 +1553,8 @@ impl Store for DbStore {
         }
         // Spec §16.1: what this call added to the run's credits comes off the account's
         // balance (unless unlimited) in the transaction that records the call, so a recorded
-        // call is charged exactly once. The balance may go below zero, by at most the calls
-        // that passed `begin_step`'s check before it reached zero.
+        // call is charged exactly once. The balance may go below zero, by less than one call's
+        // cost: the call was let through by `hold_credits` (see `credit_holds`).
         charge_usage_tx(&mut tx, &run, &r.usage, r.now).await?;
         touch_thread_tx(&mut tx, run.thread_id.as_deref(), r.now).await?;
         let events = append_tx(&mut tx, &run.deployment_id, r.events, r.now).await?;

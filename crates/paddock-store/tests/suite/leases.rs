@@ -20,12 +20,20 @@ use common::{Backend, TestDatabase};
 const DEP: &str = "dep_leases";
 
 async fn store(backend: Backend) -> (TestDatabase, Arc<dyn Store>) {
+    store_with_balance(backend, None).await
+}
+
+/// A store with account `acct_1` (balance `balance_micros`) and its ready deployment [`DEP`].
+pub(crate) async fn store_with_balance(
+    backend: Backend,
+    balance_micros: Option<i64>,
+) -> (TestDatabase, Arc<dyn Store>) {
     let (db, store) = common::open(backend).await;
     store
         .create_account(&AccountRecord {
             id: "acct_1".into(),
             name: "default".into(),
-            balance_micros: None,
+            balance_micros,
             created_at: 0,
         })
         .await
@@ -69,7 +77,7 @@ async fn store(backend: Backend) -> (TestDatabase, Arc<dyn Store>) {
 }
 
 /// A new run on a new thread; returns its id.
-async fn new_run(store: &dyn Store, n: usize) -> String {
+pub(crate) async fn new_run(store: &dyn Store, n: usize) -> String {
     let out = store
         .send_message(SendMessage {
             deployment_id: DEP.into(),
@@ -89,7 +97,7 @@ async fn new_run(store: &dyn Store, n: usize) -> String {
     out.run.id
 }
 
-fn lease(run_id: &str, node: &str) -> Lease {
+pub(crate) fn lease(run_id: &str, node: &str) -> Lease {
     Lease {
         run_id: run_id.into(),
         node_id: node.into(),

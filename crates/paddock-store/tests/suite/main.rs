@@ -10,5 +10,6 @@
 #[macro_use]
 mod common;
 mod automations;
+mod credit_holds;
 mod leases;
 mod rate_buckets;
