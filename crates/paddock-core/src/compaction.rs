@@ -331,7 +331,17 @@ pub(crate) async fn fit(
             &items[start..split],
             &budget,
         );
-        let response = call_model(rt, lease, run, provider, summarise, signals, false).await?;
+        let response = call_model(
+            rt,
+            lease,
+            run,
+            provider,
+            summarise,
+            usage.credits,
+            signals,
+            false,
+        )
+        .await?;
         rt.observe_usage(
             &run.config.model,
             response.usage.input_tokens,
@@ -382,6 +392,7 @@ pub(crate) async fn fit(
         .await?;
     guard.publish(&outcome.events);
     drop(guard);
+    rt.credits_charged.notify_waiters();
     if !outcome.credits_left {
         return Err(Stop::Fail(
             "insufficient_credits",

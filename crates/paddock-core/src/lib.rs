@@ -9,6 +9,7 @@ pub mod attachments;
 pub mod automations;
 mod bus;
 pub mod compaction;
+pub mod credit_hold;
 pub mod dreaming;
 mod mcp;
 pub mod memory;

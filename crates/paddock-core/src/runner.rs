@@ -221,8 +221,17 @@ async fn run_loop(
                 },
             );
         }
-        let response =
-            call_model(rt, lease, &run, provider.as_ref(), request, signals, true).await?;
+        let response = call_model(
+            rt,
+            lease,
+            &run,
+            provider.as_ref(),
+            request,
+            usage.credits,
+            signals,
+            true,
+        )
+        .await?;
         rt.observe_usage(
             &run.config.model,
             response.usage.input_tokens,
@@ -305,6 +314,7 @@ async fn run_loop(
             let stored = rt.store.record_model_response(lease, record).await?;
             guard.publish(&stored);
         }
+        rt.credits_charged.notify_waiters();
 
         if calls.is_empty() {
             // The journal is on disk before the run is reported complete, so a client that
@@ -640,15 +650,19 @@ pub(crate) struct Response {
 /// Calls the model, streaming its text as coalesced `token` events (unless `tokens` is false:
 /// a summarisation call's text is not the agent talking), retrying transient failures with
 /// exponential backoff within the configured window.
+#[allow(clippy::too_many_arguments)] // the call's whole context; a struct would only rename it
 pub(crate) async fn call_model(
     rt: &Runtime,
     lease: &Lease,
     run: &RunRecord,
     provider: &dyn paddock_model::ModelProvider,
     request: ModelRequest,
+    spent: f64,
     signals: &Signals,
     tokens: bool,
 ) -> Result<Response, Stop> {
+    // Held once for all attempts: a failed attempt is not charged, the one that answers is.
+    crate::credit_hold::hold_for_call(rt, lease, run, &request, spent, signals).await?;
     let deadline = Instant::now() + rt.settings.model_retry_window;
     let mut backoff = Duration::from_millis(500);
     let mut drops = 0;

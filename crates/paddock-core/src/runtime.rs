@@ -149,6 +149,9 @@ pub struct Runtime {
     stop: CancellationToken,
     /// Wakes the worker: something became runnable, or a slot became free.
     wake: Notify,
+    /// Wakes runs waiting for credits held by other calls ([`crate::credit_hold`]): a call
+    /// of this node was charged, ending its hold.
+    pub(crate) credits_charged: Notify,
     usage_observer: std::sync::OnceLock<UsageObserver>,
 }
 
@@ -209,6 +212,7 @@ impl Runtime {
             loops: TaskTracker::new(),
             stop: CancellationToken::new(),
             wake: Notify::new(),
+            credits_charged: Notify::new(),
             usage_observer: std::sync::OnceLock::new(),
         })
     }
