@@ -11,7 +11,8 @@
 //! Holds need no cleanup: a hold counts only while its run is `running` under an unexpired
 //! lease, so it lapses when the run ends, pauses, is released, or its node dies; charging the
 //! call sets it back to zero (`charge_usage_tx`). Every write goes through one writer (SQLite)
-//! or one write lock (PostgreSQL), so the check and the hold are one atomic step.
+//! or one write lock (PostgreSQL), so the check and the hold are one atomic step. An unlimited
+//! balance is recognised on a read connection first, so its runs never take that lock here.
 
 use super::DbPool;
 use super::dialect::{begin, query, query_as, query_scalar};
@@ -19,11 +20,25 @@ use super::store_impl::{credits_micros, leased_run_tx};
 use crate::{CreditHold, Lease, StoreError};
 
 pub(super) async fn hold(
+    reader: &DbPool,
     writer: &DbPool,
     lease: &Lease,
     up_to: f64,
     now: i64,
 ) -> Result<CreditHold, StoreError> {
+    // A balance made limited just after this read lets one call through unheld, as if it had
+    // started a moment earlier.
+    let balance: Option<Option<i64>> = query_scalar(
+        "SELECT a.balance_micros FROM runs r \
+         JOIN deployments d ON d.id = r.deployment_id JOIN accounts a ON a.id = d.account_id \
+         WHERE r.id = ?",
+    )
+    .bind(&lease.run_id)
+    .fetch_optional(reader)
+    .await?;
+    if balance == Some(None) {
+        return Ok(CreditHold::Held);
+    }
     let mut tx = begin(writer).await?;
     let run = leased_run_tx(&mut tx, lease).await?;
     let (account_id, balance): (String, Option<i64>) = query_as(

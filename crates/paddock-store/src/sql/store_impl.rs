@@ -1487,7 +1487,7 @@ impl Store for DbStore {
         up_to: f64,
         now: i64,
     ) -> Result<CreditHold, StoreError> {
-        credit_holds::hold(&self.writer, lease, up_to, now).await
+        credit_holds::hold(&self.reader, &self.writer, lease, up_to, now).await
     }
 
     async fn step_context(&self, run_id: &str) -> Result<StepContext, StoreError> {
