@@ -352,6 +352,10 @@ pub(crate) async fn fit(
         usage.input_tokens += response.usage.input_tokens;
         usage.output_tokens += response.usage.output_tokens;
         usage.credits += info.price(response.usage.input_tokens, response.usage.output_tokens);
+        // Charged now, not with the compaction: the next summary's credit hold must find
+        // every earlier call of the run charged (paddock-store's `credit_holds`).
+        rt.store.charge_usage(lease, *usage, now_unix()).await?;
+        rt.credits_charged.notify_waiters();
         let text = response.text.trim();
         if text.is_empty() {
             return Err(Stop::Fail(
@@ -392,7 +396,6 @@ pub(crate) async fn fit(
         .await?;
     guard.publish(&outcome.events);
     drop(guard);
-    rt.credits_charged.notify_waiters();
     if !outcome.credits_left {
         return Err(Stop::Fail(
             "insufficient_credits",

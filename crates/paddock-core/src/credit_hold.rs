@@ -12,7 +12,6 @@ use std::io;
 use std::time::Duration;
 
 use paddock_model::{Item, ModelInfo, ModelRequest};
-use paddock_protocol::time::now_unix;
 use paddock_store::{CreditHold, Lease, RunRecord};
 
 use crate::Runtime;
@@ -82,14 +81,15 @@ pub fn most_a_call_costs(info: &ModelInfo, request: &ModelRequest) -> f64 {
 }
 
 /// Holds the credits the run's next call (`request`) can cost, waiting while other calls of
-/// the account hold the balance. `spent`: the run's usage so far, including calls not charged
-/// yet. Ends the run (`insufficient_credits`) once the balance is ≤ 0.
+/// the account hold the balance. `charged`: the run's credits so far, every call of it charged
+/// (a compaction charges each summary before asking for the next). Ends the run
+/// (`insufficient_credits`) once the balance is ≤ 0.
 pub(crate) async fn hold_for_call(
     rt: &Runtime,
     lease: &Lease,
     run: &RunRecord,
     request: &ModelRequest,
-    spent: f64,
+    charged: f64,
     signals: &Signals,
 ) -> Result<(), Stop> {
     let info = rt.models.model_info(&run.config.model);
@@ -99,19 +99,15 @@ pub(crate) async fn hold_for_call(
     }
     loop {
         // Listening before asking: a charge between the ask and the wait still wakes us.
-        let charged = rt.credits_charged.notified();
-        tokio::pin!(charged);
-        charged.as_mut().enable();
-        match rt
-            .store
-            .hold_credits(lease, spent + most, now_unix())
-            .await?
-        {
+        let woken = rt.credits_charged.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        match rt.store.hold_credits(lease, charged + most).await? {
             CreditHold::Held => return Ok(()),
             CreditHold::Wait => {
                 tracing::debug!(run_id = %run.id, "waiting for other calls to release credits");
                 tokio::select! {
-                    () = &mut charged => {}
+                    () = &mut woken => {}
                     () = tokio::time::sleep(MAX_RECHECK) => {}
                     () = signals.stopped() => return Err(Stop::Quiet),
                 }

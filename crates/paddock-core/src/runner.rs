@@ -657,12 +657,12 @@ pub(crate) async fn call_model(
     run: &RunRecord,
     provider: &dyn paddock_model::ModelProvider,
     request: ModelRequest,
-    spent: f64,
+    charged: f64,
     signals: &Signals,
     tokens: bool,
 ) -> Result<Response, Stop> {
     // Held once for all attempts: a failed attempt is not charged, the one that answers is.
-    crate::credit_hold::hold_for_call(rt, lease, run, &request, spent, signals).await?;
+    crate::credit_hold::hold_for_call(rt, lease, run, &request, charged, signals).await?;
     let deadline = Instant::now() + rt.settings.model_retry_window;
     let mut backoff = Duration::from_millis(500);
     let mut drops = 0;

@@ -165,18 +165,22 @@ pub trait Store: Send + Sync + 'static {
     /// Before a model call of a run whose account has a limited balance: holds part of the
     /// balance so that concurrent runs cannot together spend more than it (the balance ends
     /// below zero by less than one call's cost). `up_to` is the most the run's usage can be
-    /// once the call is charged (its usage so far, charged or not, plus the most the call can
-    /// cost); the run holds what that adds to its charged usage. `InsufficientCredits` if the
-    /// balance is ≤ 0; [`CreditHold::Wait`] (and the run holds nothing) if the holds of the
-    /// account's other running, leased runs cover the balance; `Held` otherwise, or at once for
-    /// an unlimited balance. A hold ends when its call is charged (`record_model_response`,
-    /// `record_compaction`) or the run stops being running under a live lease.
-    async fn hold_credits(
+    /// once the call is charged (its charged usage plus the most the call can cost); the run
+    /// holds what that adds to its charged usage. `InsufficientCredits` if the balance is ≤ 0;
+    /// [`CreditHold::Wait`] (and the run holds nothing) if the holds of the account's other
+    /// running runs cover the balance; `Held` otherwise, or at once for an unlimited balance.
+    /// A hold ends when its call is charged (`record_model_response`, `charge_usage`,
+    /// `record_compaction`), the run stops being `running`, or it is claimed or released.
+    async fn hold_credits(&self, lease: &Lease, up_to: f64) -> Result<CreditHold, StoreError>;
+    /// Charges a model call whose record comes later (a summarisation call of a compaction
+    /// still in progress): stores `usage`, the run's usage with the call, as the run's, takes
+    /// what it adds off the balance, and ends the call's credit hold. No event.
+    async fn charge_usage(
         &self,
         lease: &Lease,
-        up_to: f64,
+        usage: RunUsage,
         now: i64,
-    ) -> Result<CreditHold, StoreError>;
+    ) -> Result<(), StoreError>;
     /// The run's context without changing anything: conversation, the latest response's
     /// unfinished tool calls, its steering requests.
     async fn step_context(&self, run_id: &str) -> Result<StepContext, StoreError>;

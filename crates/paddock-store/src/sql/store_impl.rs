@@ -1481,13 +1481,21 @@ impl Store for DbStore {
         })
     }
 
-    async fn hold_credits(
+    async fn hold_credits(&self, lease: &Lease, up_to: f64) -> Result<CreditHold, StoreError> {
+        credit_holds::hold(&self.reader, &self.writer, lease, up_to).await
+    }
+
+    async fn charge_usage(
         &self,
         lease: &Lease,
-        up_to: f64,
+        usage: RunUsage,
         now: i64,
-    ) -> Result<CreditHold, StoreError> {
-        credit_holds::hold(&self.reader, &self.writer, lease, up_to, now).await
+    ) -> Result<(), StoreError> {
+        let mut tx = begin(&self.writer).await?;
+        let run = leased_run_tx(&mut tx, lease).await?;
+        charge_usage_tx(&mut tx, &run, &usage, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn step_context(&self, run_id: &str) -> Result<StepContext, StoreError> {
@@ -1758,7 +1766,8 @@ impl Store for DbStore {
 
     async fn release_leases(&self, node_id: &str) -> Result<u64, StoreError> {
         let done = query(
-            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?",
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, credit_hold_micros = 0 \
+             WHERE lease_owner = ?",
         )
         .bind(node_id)
         .execute(&self.writer)
@@ -2006,7 +2015,8 @@ impl Store for DbStore {
         .bind(c.now)
         .execute(&mut *tx)
         .await?;
-        // The summarisation calls are model calls: charged like any other (spec §16.1).
+        // The summarisation calls are model calls, charged like any other (spec §16.1): the
+        // runtime charges each as it answers (`charge_usage`), which leaves nothing here.
         charge_usage_tx(&mut tx, &run, &c.usage, c.now).await?;
         let credits_left = has_credits_tx(&mut tx, &run.deployment_id).await?;
         let events = append_tx(&mut tx, &run.deployment_id, c.events, c.now).await?;

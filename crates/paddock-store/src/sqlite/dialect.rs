@@ -47,10 +47,11 @@ pub(super) const SELECT_RUN_FOR_UPDATE: &str = "SELECT * FROM runs WHERE id = ?"
 pub(super) const SELECT_LEASED_RUN_FOR_UPDATE: &str =
     "SELECT * FROM runs WHERE id = ? AND status = 'running' AND lease_owner = ?";
 
-/// Leases up to `?` (limit) runnable runs to node `?` until `?`, given the time `?`; binds in
+/// Leases up to `?` (limit) runnable runs to node `?` until `?`, given the time `?`, ending any
+/// credit hold a previous owner left (its call will never be charged); binds in
 /// the order owner, lease end, now, limit. On the one writer connection no two claimers meet.
-pub(super) const CLAIM_RUNS: &str = "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, claims = claims + 1 \
-     WHERE id IN (SELECT id FROM runs WHERE status = 'running' \
+pub(super) const CLAIM_RUNS: &str = "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, claims = claims + 1, \
+     credit_hold_micros = 0 WHERE id IN (SELECT id FROM runs WHERE status = 'running' \
        AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= ?) \
        ORDER BY seq LIMIT ?) \
      RETURNING *";
