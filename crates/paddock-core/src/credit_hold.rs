@@ -47,6 +47,11 @@ const MAX_RECHECK: Duration = Duration::from_secs(1);
 /// `max_output_tokens`, else the model's, else its window. Without a window both are
 /// assumptions ([`ASSUMED_MEDIA_TOKENS`], [`ASSUMED_MAX_OUTPUT`]) rather than bounds.
 pub fn most_a_call_costs(info: &ModelInfo, request: &ModelRequest) -> f64 {
+    // Unpriced (the embedded models among them): every step would otherwise walk the request.
+    let unpriced = |price: Option<f64>| price.is_none_or(|p| p <= 0.0);
+    if unpriced(info.input_price) && unpriced(info.output_price) {
+        return 0.0;
+    }
     let window = info.context_window.map(u64::from);
     let tools = if request.tools.is_empty() {
         0
